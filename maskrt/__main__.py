@@ -1,0 +1,3 @@
+from maskrt.runtime.cli import main
+
+raise SystemExit(main())
