@@ -1,0 +1,1 @@
+"""The Mask R-CNN model in PyTorch."""
