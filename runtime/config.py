@@ -37,6 +37,9 @@ class ModelConfig:
     norm: str = "frozen_bn"
     trainable_backbone_layers: int = 3
     fpn_channels: int = 256
+    # NOTE: torchvision's COCO Mask R-CNN weights were trained with frozen BatchNorm without eps
+    # (its builder overwrites eps with 0 after loading); None keeps the backbone's own default.
+    frozen_bn_eps: float | None = 0.0
     # classes
     num_classes: int = 91
     class_names: tuple[str, ...] = ()
@@ -215,6 +218,7 @@ def maskrcnn_mobilenet_v3_large_fpn(num_classes: int = 91) -> ModelConfig:
         name="maskrcnn_mobilenet_v3_large_fpn",
         backbone="mobilenet_v3_large",
         norm="frozen_bn",
+        frozen_bn_eps=None,
         trainable_backbone_layers=3,
         num_classes=num_classes,
     )

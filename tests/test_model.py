@@ -228,3 +228,33 @@ def test_strict_load_lists_missing_unexpected_and_mismatched(small_model):
     assert "missing keys (1): rpn.head.conv.weight" in msg
     assert "unexpected keys (1): roi_heads.extra.weight" in msg
     assert "roi_heads.box_predictor.cls_score.bias: expected (6,), got (3,)" in msg
+
+
+def test_torchvision_state_dict_loads_strictly_into_r50_fpn():
+    """A state dict in torchvision's checkpoint format, built from the documented key list, loads
+    strictly into the R50-FPN model, and so does the same dict with recent torchvision names."""
+    from maskrt.train.model.checkpoint import load_torchvision_weights
+    from maskrt.train.model.torchvision_keys import torchvision_maskrcnn_keys
+
+    keys = torchvision_maskrcnn_keys(91)
+    g = torch.Generator().manual_seed(0)
+    sd = {k: torch.randn(shape, generator=g) for k, shape in keys.items()}
+    model = MaskRCNN(ModelConfig())
+    load_torchvision_weights(model, sd)
+    assert torch.equal(model.state_dict()["roi_heads.mask_head.mask_fcn3.weight"],
+                       sd["roi_heads.mask_head.mask_fcn3.weight"])
+    # recent torchvision (>= 0.13) names for the same tensors, plus DDP prefix and BN counters
+    renamed = {}
+    for k, v in sd.items():
+        k = k.replace("fpn.inner_blocks.0.", "fpn.inner_blocks.0.0.").replace("rpn.head.conv.", "rpn.head.conv.0.0.")
+        k = k.replace("mask_head.mask_fcn1.", "mask_head.0.0.")
+        renamed["module." + k] = v
+    renamed["module.backbone.body.bn1.num_batches_tracked"] = torch.tensor(0)
+    load_torchvision_weights(MaskRCNN(ModelConfig()), renamed)
+    broken = dict(sd)
+    broken.pop("roi_heads.box_predictor.cls_score.weight")
+    broken["roi_heads.box_predictor.cls_score.extra"] = torch.zeros(1)
+    with pytest.raises(ValueError, match=r"missing keys \(1\): roi_heads.box_predictor.cls_score.weight"):
+        load_torchvision_weights(MaskRCNN(ModelConfig()), broken)
+    # COCO weights were trained without a frozen-BN eps; the default config reproduces that
+    assert all(m.eps == 0.0 for m in model.modules() if type(m).__name__ == "FrozenBatchNorm2d")

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from maskrt.runtime.config import SIZE_DIVISIBLE, ModelConfig
 
-from .backbone import build_backbone
+from .backbone import build_backbone, set_frozen_bn_eps
 from .roi_heads import RoIHeads
 from .rpn import RegionProposalNetwork
 
@@ -90,6 +90,8 @@ class MaskRCNN(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.backbone = build_backbone(cfg)
+        if cfg.norm == "frozen_bn" and cfg.frozen_bn_eps is not None:
+            set_frozen_bn_eps(self.backbone, cfg.frozen_bn_eps)
         self.rpn = RegionProposalNetwork(cfg)
         self.roi_heads = RoIHeads(cfg)
         # Non-persistent: normalisation comes from the config, not from the state dict, so
