@@ -12,8 +12,8 @@ import sys
 
 
 def _add_demo(sub) -> None:
-    p = sub.add_parser("demo", help="run the model on a generated image and print the detections contract")
-    p.add_argument("--config", default="r18-small", help="model preset when no checkpoint is given (default: r18-small)")
+    p = sub.add_parser("demo", help="run the model on a generated image and print the output contract")
+    p.add_argument("--config", default="r18-small", help="model preset without --checkpoint (default: r18-small)")
     p.add_argument("--checkpoint", default=None, help="a maskrt checkpoint (.pt) to run instead of random weights")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated image and of random weights")
     p.add_argument("--top", type=int, default=5, help="detections to print")
@@ -36,7 +36,8 @@ def _add_data(sub) -> None:
         missing = str(e)
 
         def run_synth(args) -> int:
-            raise RuntimeError(f"`maskrt data synth` needs the training extras: pip install 'maskrt[train]' ({missing})")
+            raise RuntimeError(f"`maskrt data synth` needs the training extras: pip install 'maskrt[train]' "
+                               f"({missing})")
     else:
         add_synth_arguments(synth)
     synth.set_defaults(func=run_synth)

@@ -9,6 +9,8 @@ from collections import OrderedDict
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from maskrt.runtime.config import ModelConfig
 from maskrt.train.model.backbone import (
     FrozenBatchNorm2d,
@@ -25,7 +27,6 @@ from maskrt.train.model.torchvision_keys import (
     convert_torchvision_state_dict,
     torchvision_maskrcnn_keys,
 )
-from torch import nn
 
 H, W = 64, 96
 LEVELS = ("0", "1", "2", "3", "pool")

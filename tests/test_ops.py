@@ -4,11 +4,11 @@ against ONNX Runtime's own ops and float64 mirrors."""
 import numpy as np
 import pytest
 import torch
-from maskrt.train.model.nms import batched_nms, box_iou, nms
-from maskrt.train.model.roi_align import assign_fpn_levels, multiscale_roi_align, roi_align
 from references import nms_mirror, ort_nms, ort_roi_align, roi_align_mirror, same_up_to_ties
 
 from maskrt import _native
+from maskrt.train.model.nms import batched_nms, box_iou, nms
+from maskrt.train.model.roi_align import assign_fpn_levels, multiscale_roi_align, roi_align
 
 
 def _random_rois(rng, n, h_img, w_img, batch):

@@ -26,8 +26,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
-from maskrt.runtime.config import ModelConfig
 from torch import Tensor, nn
+
+from maskrt.runtime.config import ModelConfig
 
 from .fpn import FeaturePyramidNetwork
 

@@ -82,7 +82,8 @@ def validate_targets(targets, images: list[Tensor], num_classes: int) -> None:
         if n and (int(lb.min()) < 1 or int(lb.max()) >= num_classes):
             raise ValueError(f"targets[{i}]['labels']: class ids must be in [1, {num_classes})")
         if m.shape != (n, im.shape[0], im.shape[1]):
-            raise ValueError(f"targets[{i}]['masks']: expected [{n}, {im.shape[0]}, {im.shape[1]}], got {tuple(m.shape)}")
+            raise ValueError(f"targets[{i}]['masks']: expected [{n}, {im.shape[0]}, {im.shape[1]}], "
+                             f"got {tuple(m.shape)}")
 
 
 class MaskRCNN(nn.Module):

@@ -1,0 +1,1 @@
+"""Data: COCO-format instance loader, transforms and the synthetic shapes data set."""
