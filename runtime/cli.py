@@ -43,12 +43,27 @@ def _add_data(sub) -> None:
     synth.set_defaults(func=run_synth)
 
 
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="COCO bbox/segm AP of a checkpoint on a COCO-format data set")
+    try:
+        from maskrt.train.evaluate import add_eval_arguments, run_eval
+    except ImportError as e:  # runtime-only install
+        missing = str(e)
+
+        def run_eval(args) -> int:
+            raise RuntimeError(f"`maskrt eval` needs the training extras: pip install 'maskrt[train]' ({missing})")
+    else:
+        add_eval_arguments(p)
+    p.set_defaults(func=run_eval)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="maskrt", description="Mask R-CNN: train, export, deploy, stream.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_demo(sub)
     _add_data(sub)
+    _add_eval(sub)
     return parser
 
 

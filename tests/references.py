@@ -155,3 +155,57 @@ def same_up_to_ties(a: list[int], b: list[int], scores) -> bool:
     """NMS parity that tolerates score ties: the kept score sequences are equal. Where scores are
     distinct this is index-for-index equality; among equal scores either box may be kept."""
     return [float(scores[i]) for i in a] == [float(scores[i]) for i in b]
+
+
+# ----------------------------------------------------------------------------- mask paste
+def _half_pixel_taps(d: int, n_in: int, n_out: int) -> tuple[int, int, float]:
+    """Source taps of output index ``d`` for a half-pixel (align_corners=False) linear resize."""
+    src = (d + 0.5) * n_in / n_out - 0.5
+    if src < 0.0:
+        src = 0.0
+    i0 = int(src)
+    if i0 >= n_in - 1:
+        return n_in - 1, n_in - 1, 0.0
+    return i0, i0 + 1, src - i0
+
+
+def paste_masks_mirror(masks, boxes, image_size) -> np.ndarray:
+    """float64 probabilities [K, H, W] of torchvision's ``paste_masks_in_image``, as loops.
+
+    Transcribes roi_heads.py: pad the M x M mask by one zero pixel per side, scale the box by
+    (M + 2) / M about its centre, truncate it to int64, resize the padded mask bilinearly
+    (half-pixel centres) to the inclusive box size (x1 - x0 + 1, at least 1), and copy the part
+    inside the image. Only the box expansion uses float32 (np.float32 scalars), as torchvision
+    computes it: the truncation to an integer turns its last bit into a whole pixel. A box wholly
+    outside the image gives zeros (torchvision would fail on the wrapped slice there).
+    """
+    masks = np.asarray(masks, np.float32)
+    boxes = np.asarray(boxes, np.float32)
+    im_h, im_w = image_size
+    k = masks.shape[0]
+    out = np.zeros((k, im_h, im_w))
+    for i in range(k):
+        m = masks.shape[-1]
+        s = m + 2
+        padded = [[0.0] * s for _ in range(s)]
+        for r in range(m):
+            for c in range(m):
+                padded[r + 1][c + 1] = float(masks[i, r, c])
+        scale = np.float32((m + 2) / m)
+        half = np.float32(0.5)
+        x1, y1, x2, y2 = (np.float32(v) for v in boxes[i])
+        w_half = (x2 - x1) * half * scale
+        h_half = (y2 - y1) * half * scale
+        x_c = (x2 + x1) * half
+        y_c = (y2 + y1) * half
+        bx0, by0 = int(x_c - w_half), int(y_c - h_half)  # int() truncates toward zero
+        bx1, by1 = int(x_c + w_half), int(y_c + h_half)
+        w = max(bx1 - bx0 + 1, 1)
+        h = max(by1 - by0 + 1, 1)
+        for y in range(max(by0, 0), min(by1 + 1, im_h)):
+            r0, r1, ly = _half_pixel_taps(y - by0, s, h)
+            for x in range(max(bx0, 0), min(bx1 + 1, im_w)):
+                c0, c1, lx = _half_pixel_taps(x - bx0, s, w)
+                out[i, y, x] = ((1.0 - ly) * ((1.0 - lx) * padded[r0][c0] + lx * padded[r0][c1])
+                                + ly * ((1.0 - lx) * padded[r1][c0] + lx * padded[r1][c1]))
+    return out
