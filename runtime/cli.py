@@ -43,6 +43,20 @@ def _add_data(sub) -> None:
     synth.set_defaults(func=run_synth)
 
 
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train Mask R-CNN on a COCO-format data set (torchrun for several processes)")
+    try:
+        from maskrt.train.trainer import add_train_arguments, run_train
+    except ImportError as e:  # runtime-only install
+        missing = str(e)
+
+        def run_train(args) -> int:
+            raise RuntimeError(f"`maskrt train` needs the training extras: pip install 'maskrt[train]' ({missing})")
+    else:
+        add_train_arguments(p)
+    p.set_defaults(func=run_train)
+
+
 def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="COCO bbox/segm AP of a checkpoint on a COCO-format data set")
     try:
@@ -63,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_demo(sub)
     _add_data(sub)
+    _add_train(sub)
     _add_eval(sub)
     return parser
 
