@@ -8,6 +8,7 @@ runtime-only install still answers ``maskrt --help``.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 
@@ -26,49 +27,33 @@ def _add_demo(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _add_data(sub) -> None:
-    p = sub.add_parser("data", help="data sets")
-    dsub = p.add_subparsers(dest="data_command", required=True)
-    synth = dsub.add_parser("synth", help="generate the synthetic COCO-format instance set")
+def _add_lazy(parser: argparse.ArgumentParser, module: str, name: str) -> None:
+    """Wire a training-side command: ``module`` provides ``add_<name>_arguments(parser)`` and
+    ``run_<name>(args) -> int``. On a runtime-only install (no torch/pycocotools) the command still
+    parses and says which extra it needs."""
     try:
-        from maskrt.train.data.synthetic import add_synth_arguments, run_synth
-    except ImportError as e:  # runtime-only install
+        mod = importlib.import_module(module)
+    except ImportError as e:
         missing = str(e)
 
-        def run_synth(args) -> int:
-            raise RuntimeError(f"`maskrt data synth` needs the training extras: pip install 'maskrt[train]' "
+        def run(args) -> int:
+            raise RuntimeError(f"`maskrt {args.command}` needs the training extras: pip install 'maskrt[train]' "
                                f"({missing})")
     else:
-        add_synth_arguments(synth)
-    synth.set_defaults(func=run_synth)
+        getattr(mod, f"add_{name}_arguments")(parser)
+        run = getattr(mod, f"run_{name}")
+    parser.set_defaults(func=run)
 
 
-def _add_train(sub) -> None:
-    p = sub.add_parser("train", help="train Mask R-CNN on a COCO-format data set (torchrun for several processes)")
-    try:
-        from maskrt.train.trainer import add_train_arguments, run_train
-    except ImportError as e:  # runtime-only install
-        missing = str(e)
-
-        def run_train(args) -> int:
-            raise RuntimeError(f"`maskrt train` needs the training extras: pip install 'maskrt[train]' ({missing})")
-    else:
-        add_train_arguments(p)
-    p.set_defaults(func=run_train)
-
-
-def _add_eval(sub) -> None:
-    p = sub.add_parser("eval", help="COCO bbox/segm AP of a checkpoint on a COCO-format data set")
-    try:
-        from maskrt.train.evaluate import add_eval_arguments, run_eval
-    except ImportError as e:  # runtime-only install
-        missing = str(e)
-
-        def run_eval(args) -> int:
-            raise RuntimeError(f"`maskrt eval` needs the training extras: pip install 'maskrt[train]' ({missing})")
-    else:
-        add_eval_arguments(p)
-    p.set_defaults(func=run_eval)
+def _add_training_side(sub) -> None:
+    data = sub.add_parser("data", help="data sets")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+    _add_lazy(dsub.add_parser("synth", help="generate the synthetic COCO-format instance set"),
+              "maskrt.train.data.synthetic", "synth")
+    _add_lazy(sub.add_parser("train", help="train Mask R-CNN on a COCO-format data set (torchrun for several "
+                                           "processes)"), "maskrt.train.trainer", "train")
+    _add_lazy(sub.add_parser("eval", help="COCO bbox/segm AP of a checkpoint on a COCO-format data set"),
+              "maskrt.train.evaluate", "eval")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,9 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_demo(sub)
-    _add_data(sub)
-    _add_train(sub)
-    _add_eval(sub)
+    _add_training_side(sub)
     return parser
 
 

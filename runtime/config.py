@@ -18,8 +18,40 @@ CHANNEL_ORDERS = ("RGB", "BGR")
 SIZE_DIVISIBLE = 32  # the coarsest FPN level before P6 has stride 32
 
 
+class JsonConfig:
+    """JSON I/O shared by the frozen config dataclasses (ModelConfig, the trainer's TrainConfig):
+    tuples become lists, unknown fields and invalid JSON are refused with a clear ValueError."""
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        if not isinstance(d, dict):
+            raise ValueError(f"{cls.__name__} must be a JSON object, got {type(d).__name__}")
+        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"{cls.__name__}: unknown field(s) {unknown}")
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, text: str):
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{cls.__name__}: invalid JSON ({e})") from None
+        return cls.from_dict(d)
+
+    def replace(self, **changes: Any):
+        return dataclasses.replace(self, **changes)
+
+
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(JsonConfig):
     """Mask R-CNN hyper-parameters and deployment contract.
 
     Defaults are torchvision's ``maskrcnn_resnet50_fpn`` (COCO, 91 classes with background),
@@ -151,35 +183,6 @@ class ModelConfig:
         if self.class_names:
             return self.class_names
         return ("__background__",) + tuple(f"class_{i}" for i in range(1, self.num_classes))
-
-    # ------------------------------------------------------------------ I/O
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
-        if not isinstance(d, dict):
-            raise ValueError(f"ModelConfig must be a JSON object, got {type(d).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"ModelConfig: unknown field(s) {unknown}")
-        return cls(**d)
-
-    @classmethod
-    def from_json(cls, text: str) -> ModelConfig:
-        try:
-            d = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"ModelConfig: invalid JSON ({e})") from None
-        return cls.from_dict(d)
-
-    def replace(self, **changes: Any) -> ModelConfig:
-        return dataclasses.replace(self, **changes)
 
 
 # ---------------------------------------------------------------------- presets

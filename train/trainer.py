@@ -57,7 +57,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from maskrt.runtime.config import ModelConfig, preset
+from maskrt.runtime.config import JsonConfig, ModelConfig, preset
 
 from .data.coco import CocoInstances, collate
 from .data.transforms import Compose, RandomHorizontalFlip, ResizeShortestSide
@@ -81,7 +81,7 @@ _SAMPLING_STREAM = 0x73616D70
 
 # ---------------------------------------------------------------------------------------- config
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(JsonConfig):
     """Optimisation and data-augmentation settings of one training run.
 
     Saved as JSON in every checkpoint; ``--resume`` refuses a configuration that differs from
@@ -171,32 +171,6 @@ class TrainConfig:
         if not self.max_size:
             changes["max_size"] = max(model_cfg.input_size)
         return self.replace(**changes) if changes else self
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        if not isinstance(d, dict):
-            raise ValueError(f"TrainConfig must be a JSON object, got {type(d).__name__}")
-        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ValueError(f"TrainConfig: unknown field(s) {unknown}")
-        return cls(**d)
-
-    @classmethod
-    def from_json(cls, text: str) -> TrainConfig:
-        try:
-            d = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"TrainConfig: invalid JSON ({e})") from None
-        return cls.from_dict(d)
-
-    def replace(self, **changes: Any) -> TrainConfig:
-        return dataclasses.replace(self, **changes)
 
 
 def config_differences(saved: TrainConfig, requested: TrainConfig,
