@@ -14,8 +14,8 @@ import sys
 
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="run the model on a generated image and print the output contract")
-    p.add_argument("--config", default="r18-small", help="model preset without --checkpoint (default: r18-small)")
-    p.add_argument("--checkpoint", default=None, help="a maskrt checkpoint (.pt) to run instead of random weights")
+    p.add_argument("--config", default=None, help="run this preset with random weights instead")
+    p.add_argument("--checkpoint", default=None, help="a maskrt checkpoint (.pt); default: the embedded one")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated image and of random weights")
     p.add_argument("--top", type=int, default=5, help="detections to print")
 

@@ -24,7 +24,7 @@ def test_errors_are_one_line_and_nonzero(tmp_path):
     r = _run("demo", "--config", "no-such-config")
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == ["maskrt demo: error: unknown config 'no-such-config'; "
-                                             "choose one of ['mnv3', 'r18-small', 'r50']"]
+                                             "choose one of ['mnv3', 'mnv3-small', 'r18-small', 'r50']"]
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
     r = _run("demo", "--checkpoint", str(bad))

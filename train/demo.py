@@ -7,11 +7,16 @@ whole forward pass and the output contract; later stages grow this into the full
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
+import maskrt
 from maskrt.runtime.config import preset
+
+# The embedded default checkpoint (committed; docs/results.md has the command that made it).
+DEFAULT_CHECKPOINT = Path(maskrt.__file__).resolve().parent / "assets" / "default.pt"
 
 
 def demo_image(seed: int, size: tuple[int, int]) -> np.ndarray:
@@ -21,16 +26,21 @@ def demo_image(seed: int, size: tuple[int, int]) -> np.ndarray:
     return render_scene(size, seed)
 
 
-def run_demo(config: str = "r18-small", checkpoint: str | None = None, seed: int = 0, top: int = 5) -> int:
+def run_demo(config: str | None = None, checkpoint: str | None = None, seed: int = 0, top: int = 5) -> int:
+    """Without --config/--checkpoint: the embedded default checkpoint if present, else r18-small
+    with random weights."""
     from maskrt.train.model.checkpoint import load_checkpoint
     from maskrt.train.model.mask_rcnn import MaskRCNN
 
     torch.manual_seed(seed)
+    if checkpoint is None and config is None and DEFAULT_CHECKPOINT.is_file():
+        checkpoint = str(DEFAULT_CHECKPOINT)
     if checkpoint:
         model, payload = load_checkpoint(checkpoint)
         cfg = payload["config"]
         source = checkpoint
     else:
+        config = config or "r18-small"
         cfg = preset(config)
         model = MaskRCNN(cfg).eval()
         source = f"preset '{config}', random weights (seed {seed})"
