@@ -20,7 +20,19 @@ SIZE_DIVISIBLE = 32  # the coarsest FPN level before P6 has stride 32
 
 class JsonConfig:
     """JSON I/O shared by the frozen config dataclasses (ModelConfig, the trainer's TrainConfig):
-    tuples become lists, unknown fields and invalid JSON are refused with a clear ValueError."""
+    tuples become lists, unknown fields and invalid JSON are refused with a clear ValueError.
+    Subclasses implement ``_validate``, which runs on every construction."""
+
+    def __post_init__(self) -> None:
+        # Accept lists (from JSON) and store tuples so the config stays hashable/frozen.
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, list):
+                object.__setattr__(self, f.name, tuple(v))
+        self._validate()
+
+    def _validate(self) -> None:
+        raise NotImplementedError
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -115,14 +127,6 @@ class ModelConfig(JsonConfig):
     mask_head_convs: int = 4
 
     extra: dict[str, Any] = field(default_factory=dict)  # free-form provenance (not semantics)
-
-    def __post_init__(self) -> None:
-        # Accept lists (from JSON) and store tuples so the config stays hashable/frozen.
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            if isinstance(v, list):
-                object.__setattr__(self, f.name, tuple(v))
-        self._validate()
 
     # ------------------------------------------------------------------ validation
     def _validate(self) -> None:

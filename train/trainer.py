@@ -110,13 +110,6 @@ class TrainConfig(JsonConfig):
     max_size: int = 0  # longest side at most; 0 = the model's input size
     flip_prob: float = 0.5
 
-    def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            if isinstance(v, list):
-                object.__setattr__(self, f.name, tuple(v))
-        self._validate()
-
     def _validate(self) -> None:
         def bad(name: str, why: str) -> None:
             raise ValueError(f"TrainConfig.{name}: {why} (got {getattr(self, name)!r})")

@@ -46,6 +46,15 @@ class FastRCNNPredictor(nn.Module):
         return self.cls_score(x), self.bbox_pred(x)
 
 
+def _kaiming_init(module: nn.Module) -> None:
+    """torchvision's mask-branch init: He normal (fan_out, ReLU) weights, zero biases."""
+    for name, p in module.named_parameters():
+        if name.endswith("weight"):
+            nn.init.kaiming_normal_(p, mode="fan_out", nonlinearity="relu")
+        else:
+            nn.init.zeros_(p)
+
+
 class MaskRCNNHeads(nn.Sequential):
     """``mask_fcn1..n``: 3x3 conv + ReLU each (torchvision's legacy layout)."""
 
@@ -57,11 +66,7 @@ class MaskRCNNHeads(nn.Sequential):
             layers[f"relu{i}"] = nn.ReLU(inplace=True)
             c = channels
         super().__init__(layers)
-        for name, p in self.named_parameters():
-            if name.endswith("weight"):
-                nn.init.kaiming_normal_(p, mode="fan_out", nonlinearity="relu")
-            else:
-                nn.init.zeros_(p)
+        _kaiming_init(self)
 
 
 class MaskRCNNPredictor(nn.Sequential):
@@ -73,11 +78,7 @@ class MaskRCNNPredictor(nn.Sequential):
             ("relu", nn.ReLU(inplace=True)),
             ("mask_fcn_logits", nn.Conv2d(channels, num_classes, 1)),
         ]))
-        for name, p in self.named_parameters():
-            if name.endswith("weight"):
-                nn.init.kaiming_normal_(p, mode="fan_out", nonlinearity="relu")
-            else:
-                nn.init.zeros_(p)
+        _kaiming_init(self)
 
 
 class RoIHeads(nn.Module):
