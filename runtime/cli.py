@@ -54,6 +54,10 @@ def _add_training_side(sub) -> None:
                                            "processes)"), "maskrt.train.trainer", "train")
     _add_lazy(sub.add_parser("eval", help="COCO bbox/segm AP of a checkpoint on a COCO-format data set"),
               "maskrt.train.evaluate", "eval")
+    _add_lazy(sub.add_parser("export", help="export a checkpoint to ONNX (ort: standard ops; trt: maskrt plugin "
+                                            "nodes for TensorRT)"), "maskrt.export.commands", "export")
+    _add_lazy(sub.add_parser("parity", help="compare PyTorch eager with the exported graphs (detections, masks, "
+                                            "COCO AP, batching)"), "maskrt.export.commands", "parity")
 
 
 def build_parser() -> argparse.ArgumentParser:
