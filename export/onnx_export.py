@@ -40,6 +40,7 @@ import onnx
 import torch
 from torch import Tensor, nn
 
+from maskrt.runtime.plugin_table import load_plugin_table
 from maskrt.train.model.anchors import grid_anchors
 from maskrt.train.model.box_ops import BBOX_XFORM_CLIP
 from maskrt.train.model.mask_rcnn import OUTPUT_NAMES, MaskRCNN
@@ -58,12 +59,6 @@ META_FORMAT = "maskrt.format_version"
 # Below every real score (probabilities are >= 0): marks filtered / padding candidates.
 SENTINEL = -1.0
 
-
-
-def load_plugin_table() -> dict:
-    # TODO(lead): switch to the shared runtime loader once it lands.
-    path = Path(__file__).resolve().parents[1] / "plugins" / "plugin_table.json"
-    return json.loads(path.read_text())
 
 
 # ----------------------------------------------------------------------------- dense parts
