@@ -40,6 +40,7 @@ import onnx
 import torch
 from torch import Tensor, nn
 
+from maskrt.runtime.model_meta import FLAVOURS, FORMAT_VERSION, META_CONFIG, META_FLAVOUR, META_FORMAT, META_PLUGINS
 from maskrt.runtime.plugin_table import load_plugin_table
 from maskrt.train.model.anchors import grid_anchors
 from maskrt.train.model.box_ops import BBOX_XFORM_CLIP
@@ -50,12 +51,6 @@ from maskrt.train.model.rpn import _flatten_level
 
 from .graph import FLOAT, INT32, INT64, OPSET, UINT8, GraphBuilder, value_info
 
-FLAVOURS = ("ort", "trt")
-FORMAT_VERSION = "1"
-META_CONFIG = "maskrt.model_config"
-META_FLAVOUR = "maskrt.flavour"
-META_PLUGINS = "maskrt.plugins"
-META_FORMAT = "maskrt.format_version"
 # Below every real score (probabilities are >= 0): marks filtered / padding candidates.
 SENTINEL = -1.0
 

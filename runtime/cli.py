@@ -58,6 +58,8 @@ def _add_training_side(sub) -> None:
                                             "nodes for TensorRT)"), "maskrt.export.commands", "export")
     _add_lazy(sub.add_parser("parity", help="compare PyTorch eager with the exported graphs (detections, masks, "
                                             "COCO AP, batching)"), "maskrt.export.commands", "parity")
+    _add_lazy(sub.add_parser("build", help="build a TensorRT engine (+ sidecar JSON) from a trt-flavour ONNX model"),
+              "maskrt.export.build_engine", "build")
 
 
 def build_parser() -> argparse.ArgumentParser:
