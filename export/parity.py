@@ -46,28 +46,26 @@ def torch_runner(model) -> Runner:
 
 
 def onnx_runner(path: str | Path, threads: int = 2) -> Runner:
-    """ONNX Runtime (CPU execution provider) on an exported graph of either flavour; the trt
-    flavour's plugin nodes run on our native CPU kernels (export/plugin_ops.py)."""
-    import onnxruntime as ort
+    """``OrtBackend`` (CPU execution provider) on an exported graph of either flavour; the trt
+    flavour's plugin nodes run on our native CPU kernels (export/plugin_ops.py) from a sibling
+    file ``<name>.cpu.onnx`` holding the rewritten graph."""
+    from maskrt.runtime.backends.ort import OrtBackend
+    from maskrt.runtime.model_meta import META_FLAVOUR
 
-    from .onnx_export import META_FLAVOUR, load_plugin_table, read_metadata
+    from .onnx_export import load_plugin_table, read_metadata
 
+    path = Path(path)
+    kwargs: dict[str, Any] = {}
     model = onnx.load(str(path))
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
     if read_metadata(model).get(META_FLAVOUR) == "trt":
         from .plugin_ops import cpu_runnable, register_plugin_ops
 
-        so.register_custom_ops_library(register_plugin_ops())
-        model = cpu_runnable(model, load_plugin_table())
-    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    names = [o.name for o in sess.get_outputs()]
-
-    def run(images: np.ndarray) -> dict[str, np.ndarray]:
-        return dict(zip(names, sess.run(None, {"images": np.ascontiguousarray(images)}), strict=True))
-
-    return run
+        kwargs["custom_op_library"] = register_plugin_ops()
+        cpu_path = path.with_name(path.stem + ".cpu.onnx")
+        onnx.save(cpu_runnable(model, load_plugin_table()), str(cpu_path))
+        path = cpu_path
+    backend = OrtBackend(path, intra_op_threads=threads, inter_op_threads=1, **kwargs).open()
+    return backend.infer
 
 
 # ----------------------------------------------------------------------------- comparison
