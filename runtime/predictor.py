@@ -1,0 +1,137 @@
+"""``Predictor``: frames in, ``Detections`` in original-image coordinates out, on any backend.
+
+    with Predictor.open("model.onnx") as p:       # .onnx -> ONNX Runtime, .engine/.plan -> TensorRT,
+        dets = p.predict(frame)                   # .pt -> PyTorch
+        print(len(dets), dets.class_names, dets.bitmaps().shape)
+
+The three steps are separate methods so the video pipeline can run them on different threads:
+:meth:`prepare` (letterbox each frame into a batch buffer, recording scale), :meth:`infer` (the
+backend) and :meth:`finish` (boxes back to original coordinates, one ``Detections`` per frame).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from maskrt.runtime.backends.base import Backend
+from maskrt.runtime.config import ModelConfig
+from maskrt.runtime.detections import Detections
+from maskrt.runtime.letterbox import letterbox
+from maskrt.runtime.postprocess import scale_detections
+
+ONNX_SUFFIXES = (".onnx",)
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+CHECKPOINT_SUFFIXES = (".pt", ".pth")
+
+
+@dataclass(frozen=True)
+class FrameInfo:
+    """How one frame was fitted into the graph input."""
+
+    image_size: tuple[int, int]  # (h, w) of the original frame
+    scale: tuple[float, float]  # (sx, sy): input pixels per original pixel
+
+
+def open_backend(artifact: str | os.PathLike, **kwargs: Any) -> Backend:
+    """The backend an artefact needs, chosen by its suffix (not opened):
+    ``.onnx`` -> OrtBackend, ``.engine``/``.plan``/``.trt`` -> TrtBackend, ``.pt``/``.pth`` -> TorchBackend.
+    ``kwargs`` go to the backend's constructor."""
+    path = Path(artifact)
+    suffix = path.suffix.lower()
+    if suffix in ONNX_SUFFIXES:
+        from maskrt.runtime.backends.ort import OrtBackend
+
+        return OrtBackend(path, **kwargs)
+    if suffix in ENGINE_SUFFIXES:
+        from maskrt.runtime.backends.trt import TrtBackend
+
+        return TrtBackend(path, **kwargs)
+    if suffix in CHECKPOINT_SUFFIXES:
+        from maskrt.runtime.backends.torch_backend import TorchBackend
+
+        return TorchBackend(path, **kwargs)
+    raise ValueError(f"{path}: unknown model type {suffix or '(no suffix)'!r}; expected one of "
+                     f"{ONNX_SUFFIXES + ENGINE_SUFFIXES + CHECKPOINT_SUFFIXES}")
+
+
+class Predictor:
+    """Wraps an (unopened or open) backend; :meth:`open` / ``with`` opens it."""
+
+    def __init__(self, backend: Backend, *, upscale: bool = False) -> None:
+        self.backend = backend
+        self.upscale = upscale
+
+    @classmethod
+    def open(cls, artifact: str | os.PathLike, *, upscale: bool = False, **backend_kwargs: Any) -> Predictor:
+        """Opens the backend for ``artifact`` (see :func:`open_backend`)."""
+        p = cls(open_backend(artifact, **backend_kwargs), upscale=upscale)
+        p.backend.open()
+        return p
+
+    # ---------------------------------------------------------------- lifecycle
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> Predictor:
+        if not self.backend.is_open:
+            self.backend.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.backend.config
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.backend.input_size
+
+    # ---------------------------------------------------------------- steps
+    def prepare(self, frames: Sequence[np.ndarray], out: np.ndarray | None = None
+                ) -> tuple[np.ndarray, list[FrameInfo]]:
+        """Letterboxes frames (each uint8 [h, w, 3] BGR, any size) into a batch uint8 [B, H, W, 3]
+        (``out`` if given, e.g. a reused buffer). Returns the batch and per-frame info."""
+        h, w = self.input_size
+        b = len(frames)
+        if b == 0:
+            raise ValueError("prepare: no frames")
+        if out is None or out.shape[0] < b:
+            out = np.empty((b, h, w, 3), np.uint8)
+        infos = []
+        for i, f in enumerate(frames):
+            lb = letterbox(f, (h, w), upscale=self.upscale, out=out[i])
+            infos.append(FrameInfo((int(f.shape[0]), int(f.shape[1])), lb.scale))
+        return out[:b], infos
+
+    def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """The backend on a prepared batch: the deployment contract outputs."""
+        return self.backend.infer(batch)
+
+    def finish(self, outputs: dict[str, np.ndarray], infos: Sequence[FrameInfo]) -> list[Detections]:
+        """Contract outputs -> one Detections per frame in original coordinates."""
+        names = self.config.names
+        dets = []
+        for i, info in enumerate(infos):
+            n = int(outputs["num_detections"][i])
+            boxes = scale_detections(outputs["boxes"][i, :n], info.scale, (0.0, 0.0), info.image_size)
+            dets.append(Detections(boxes.astype(np.float32), outputs["scores"][i, :n].copy(),
+                                   outputs["classes"][i, :n].astype(np.int32), outputs["masks"][i, :n].copy(),
+                                   info.image_size, names))
+        return dets
+
+    def predict(self, images: np.ndarray | Sequence[np.ndarray]) -> Detections | list[Detections]:
+        """One frame (uint8 [h, w, 3]) -> Detections; a list of frames or a uint8 [B, h, w, 3]
+        array -> a list of Detections (one backend call)."""
+        single = isinstance(images, np.ndarray) and images.ndim == 3
+        frames = [images] if single else list(images)
+        batch, infos = self.prepare(frames)
+        dets = self.finish(self.infer(batch), infos)
+        return dets[0] if single else dets
