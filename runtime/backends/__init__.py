@@ -1,7 +1,8 @@
 """Inference backends behind one interface (:class:`Backend`): open/close (a context manager),
 ``infer(images) -> outputs`` validated against the deployment contract, no silent device fallback.
 
-``OrtBackend`` (ONNX Runtime) is imported on first use, so ``from maskrt.runtime.backends import
+``OrtBackend`` (ONNX Runtime) and ``TrtBackend`` (a TensorRT engine; TensorRT and cuda-python are
+imported only by its ``open()``) are imported on first use, so ``from maskrt.runtime.backends import
 Backend, validate_images`` does not load onnxruntime.
 """
 
@@ -32,11 +33,13 @@ from .base import (
 
 if TYPE_CHECKING:
     from .ort import OrtBackend
+    from .trt import BackendUnavailable, TrtBackend
 
 __all__ = [
     "FLAVOURS", "FORMAT_VERSION", "INPUT_NAME", "META_CONFIG", "META_FLAVOUR", "META_FORMAT", "META_PLUGINS",
-    "OUTPUT_DTYPES", "OUTPUT_NAMES", "Backend", "BackendError", "ContractError", "ModelLoadError", "ModelMetadata",
-    "ModelNotFoundError", "OrtBackend", "expected_output_shapes", "validate_images", "validate_outputs",
+    "OUTPUT_DTYPES", "OUTPUT_NAMES", "Backend", "BackendError", "BackendUnavailable", "ContractError",
+    "ModelLoadError", "ModelMetadata", "ModelNotFoundError", "OrtBackend", "TrtBackend", "expected_output_shapes",
+    "validate_images", "validate_outputs",
 ]
 
 
@@ -45,4 +48,8 @@ def __getattr__(name: str) -> Any:
         from .ort import OrtBackend
 
         return OrtBackend
+    if name in ("TrtBackend", "BackendUnavailable"):
+        from . import trt
+
+        return getattr(trt, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
