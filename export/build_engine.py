@@ -48,6 +48,8 @@ import cv2
 import numpy as np
 
 import maskrt
+from maskrt.runtime.backends.trt import ENV_PLUGINS, PLUGIN_LIBRARY_NAME, PluginLibraryError
+from maskrt.runtime.backends.trt import find_plugin_library as _find_plugin_library
 from maskrt.runtime.config import ModelConfig
 from maskrt.runtime.engine_meta import (
     PRECISIONS,
@@ -82,8 +84,6 @@ log = logging.getLogger("maskrt.build")
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("num_detections", "boxes", "scores", "classes", "masks")
 
-PLUGIN_LIBRARY_NAME = "libmaskrt_trt_plugins.so"
-ENV_PLUGINS = "MASKRT_TRT_PLUGINS"
 MIN_TENSORRT_MAJOR = 10
 DEFAULT_WORKSPACE_MIB = 2048
 DEFAULT_CALIB_BATCHES = 32
@@ -102,8 +102,6 @@ class TensorRTUnavailable(RuntimeError):
     """TensorRT cannot be imported here (or is older than 10)."""
 
 
-class PluginLibraryError(RuntimeError):
-    """The plugin library is missing, does not load, or does not register the model's plugins."""
 
 
 class EngineBuildError(RuntimeError):
@@ -335,42 +333,12 @@ class EngineCache:
 
 
 # ============================================================================ plugin library
-def default_plugin_search_dirs() -> list[Path]:
-    """Folders searched for the plugin library: the package folder (a wheel installs it there),
-    then in a source checkout the CMake build folder ``build`` (``cmake -S . -B build``: the
-    library lands in ``build/plugins/tensorrt``) and scikit-build's ``build/<wheel tag>``."""
-    pkg = Path(maskrt.__file__).resolve().parent
-    dirs = [pkg, pkg / "lib"]
-    repo = pkg.parent
-    if (repo / "pyproject.toml").is_file():
-        for build in [repo / "build", *sorted(p for p in repo.glob("build/*") if p.is_dir())]:
-            dirs += [build / "plugins" / "tensorrt", build / "plugins", build]
-    return dirs
-
-
 def find_plugin_library(explicit: str | os.PathLike | None = None, *,
                         search_dirs: Sequence[str | os.PathLike] | None = None) -> Path:
     """The plugin library to load: ``explicit`` (``--plugins``), else ``$MASKRT_TRT_PLUGINS``, else
-    the first ``libmaskrt_trt_plugins.so`` in ``search_dirs`` (default
-    :func:`default_plugin_search_dirs`). PluginLibraryError when there is none."""
-    if explicit is not None:
-        p = Path(explicit)
-        if not p.is_file():
-            raise PluginLibraryError(f"--plugins {p}: no such file")
-        return p
-    env = os.environ.get(ENV_PLUGINS)
-    if env:
-        p = Path(env)
-        if not p.is_file():
-            raise PluginLibraryError(f"${ENV_PLUGINS}={env}: no such file")
-        return p
-    dirs = [Path(d) for d in (search_dirs if search_dirs is not None else default_plugin_search_dirs())]
-    for d in dirs:
-        if (d / PLUGIN_LIBRARY_NAME).is_file():
-            return d / PLUGIN_LIBRARY_NAME
-    raise PluginLibraryError(f"plugin library {PLUGIN_LIBRARY_NAME} not found (looked in "
-                             f"{', '.join(str(d) for d in dirs) or 'no folders'}): build the CMake target "
-                             f"maskrt_trt_plugins and pass --plugins PATH or set ${ENV_PLUGINS}")
+    the first ``libmaskrt_trt_plugins.so`` in ``search_dirs`` (default: the runtime's
+    :func:`default_plugin_search_dirs`, so the builder and TrtBackend look in the same places)."""
+    return _find_plugin_library(explicit=explicit, search_dirs=search_dirs)
 
 
 _LOADED_LIBRARIES: dict[str, Any] = {}  # keeps loaded libraries (and TensorRT's handles) alive
