@@ -62,12 +62,20 @@ def _add_training_side(sub) -> None:
               "maskrt.export.build_engine", "build")
 
 
+def _add_runtime_side(sub) -> None:
+    _add_lazy(sub.add_parser("infer", help="detections (JSON with RLE masks) + overlay PNG for an image or a folder"),
+              "maskrt.runtime.video_cli", "infer")
+    _add_lazy(sub.add_parser("video", help="segment a video file, camera, stream or image folder in real time"),
+              "maskrt.runtime.video_cli", "video")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="maskrt", description="Mask R-CNN: train, export, deploy, stream.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_demo(sub)
     _add_training_side(sub)
+    _add_runtime_side(sub)
     return parser
 
 
