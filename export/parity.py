@@ -6,7 +6,10 @@ Used by the tests and by ``maskrt parity``. Every comparison is on the deploymen
 Matching rule (the only tolerance beyond float error): detections are paired by class, box and
 score; two detections whose scores are within ``score_atol`` may appear in either order (NMS and
 top-K score ties), and a detection may be missing from one side only if its score ties the
-lowest score kept (a tie at the top-K cut).
+lowest score kept (a tie at the top-K cut). Masks are compared pasted; two discontinuities of the
+paste are ties too: pixels whose reference probability lies within ``MASK_TIE`` of 0.5, and a
+pair whose boxes (equal within ``BOX_RTOL``) truncate to different integer paste boxes, which is
+compared in the reference's box. The raw IoU (without either) is reported beside it.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from maskrt.runtime.postprocess import paste_masks
+from maskrt.runtime.postprocess import expand_boxes_int, paste_masks
 
 Runner = Callable[[np.ndarray], dict[str, np.ndarray]]  # uint8 [B, H, W, 3] -> contract (numpy)
 
@@ -79,6 +82,7 @@ class ImageParity:
     max_score_abs: float
     min_mask_iou: float  # threshold ties excluded (MASK_TIE)
     min_mask_iou_raw: float
+    paste_ties: int = 0  # matched pairs whose integer paste boxes differ (compared in the reference's box)
 
     @property
     def ok(self) -> bool:
@@ -125,16 +129,25 @@ def compare_image(ref: dict[str, np.ndarray], out: dict[str, np.ndarray], i: int
     box_rel = max([_box_rel(rb[r], ob[j]) for r, j in pairs], default=0.0)
     score = max([abs(float(rs[r] - os_[j])) for r, j in pairs], default=0.0)
     miou = miou_raw = 1.0
+    paste_ties = 0
     if pairs:
         r_idx = [p[0] for p in pairs]
         o_idx = [p[1] for p in pairs]
         rm, rbx = ref["masks"][i][r_idx], rb[r_idx]
+        om, obx = out["masks"][i][o_idx], ob[o_idx]
         mr = paste_masks(rm, rbx, input_size)
-        mo = paste_masks(out["masks"][i][o_idx], ob[o_idx], input_size)
+        mo = paste_masks(om, obx, input_size)
+        # NOTE (paste ties): the paste truncates the expanded box to integers, so two boxes equal
+        # to 1e-5 px can land one pixel apart when a corner sits on an integer, shifting the whole
+        # mask. Such pairs are compared in the reference's integer box (the raw IoU keeps the shift).
+        m = rm.shape[-1]
+        tied = (expand_boxes_int(rbx, m) != expand_boxes_int(obx, m)).any(axis=1)
+        paste_ties = int(tied.sum())
+        mo_same_box = paste_masks(om, np.where(tied[:, None], rbx, obx), input_size) if paste_ties else mo
         ambiguous = paste_masks(rm, rbx, input_size, 0.5 - MASK_TIE) & ~paste_masks(rm, rbx, input_size, 0.5 + MASK_TIE)
         miou_raw = min(_mask_iou(a, b) for a, b in zip(mr, mo, strict=True))
-        miou = min(_mask_iou(a & ~t, b & ~t) for a, b, t in zip(mr, mo, ambiguous, strict=True))
-    return ImageParity(nr, no, matched, tie, box_rel, score, miou, miou_raw)
+        miou = min(_mask_iou(a & ~t, b & ~t) for a, b, t in zip(mr, mo_same_box, ambiguous, strict=True))
+    return ImageParity(nr, no, matched, tie, box_rel, score, miou, miou_raw, paste_ties)
 
 
 def compare_batches(ref: dict[str, np.ndarray], out: dict[str, np.ndarray],
@@ -180,6 +193,7 @@ class BackendParity:
             "max_score_abs": max([p.max_score_abs for p in imgs], default=0.0),
             "min_mask_iou": min([p.min_mask_iou for p in imgs], default=1.0),
             "min_mask_iou_raw": min([p.min_mask_iou_raw for p in imgs], default=1.0),
+            "paste_ties": sum(p.paste_ties for p in imgs),
             "zero_detection_images": sum(p.n_ref == 0 for p in imgs),
             "batch_equals_singles": all(p.ok for p in self.batch) if self.batch else None,
             "seconds_per_image": self.seconds_per_image,

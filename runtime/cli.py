@@ -13,16 +13,26 @@ import sys
 
 
 def _add_demo(sub) -> None:
-    p = sub.add_parser("demo", help="run the model on a generated image and print the output contract")
+    p = sub.add_parser("demo", help="the whole chain on the embedded default: checkpoint -> ONNX -> ONNX Runtime -> "
+                                    "video pipeline -> annotated video + latency summary")
     p.add_argument("--config", default=None, help="run this preset with random weights instead")
     p.add_argument("--checkpoint", default=None, help="a maskrt checkpoint (.pt); default: the embedded one")
-    p.add_argument("--seed", type=int, default=0, help="seed of the generated image and of random weights")
-    p.add_argument("--top", type=int, default=5, help="detections to print")
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated clip and of random weights")
+    p.add_argument("--top", type=int, default=5, help="detections of the first frame to print")
+    p.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
+    p.add_argument("--frames", type=int, default=60, help="frames in the generated clip (default 60)")
+    p.add_argument("--frame-size", type=int, nargs=2, default=(300, 400), metavar=("H", "W"),
+                   help="frame size of the generated clip (default 300 400)")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads for PyTorch and ONNX Runtime (default 2)")
+    p.add_argument("--min-score", type=float, default=0.3,
+                   help="leave detections scoring below this out of the video and JSON lines (default 0.3)")
 
     def run(args) -> int:
-        from maskrt.train.demo import run_demo
+        from maskrt.export.demo import run_demo
 
-        return run_demo(config=args.config, checkpoint=args.checkpoint, seed=args.seed, top=args.top)
+        return run_demo(config=args.config, checkpoint=args.checkpoint, seed=args.seed, top=args.top,
+                        out_dir=args.out, frames=args.frames, frame_size=tuple(args.frame_size), threads=args.threads,
+                        min_score=args.min_score)
 
     p.set_defaults(func=run)
 

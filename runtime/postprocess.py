@@ -113,7 +113,7 @@ def scale_detections(
     return out.astype(np.float32)
 
 
-def _expand_boxes_int(boxes: np.ndarray, m: int) -> np.ndarray:
+def expand_boxes_int(boxes: np.ndarray, m: int) -> np.ndarray:
     """torchvision's ``expand_boxes(boxes, (M + 2) / M).to(torch.int64)``: float32 [K, 4] ->
     int64 [K, 4] inclusive pixel boxes of the padded (M + 2) x (M + 2) mask."""
     # NOTE: float32 arithmetic in torchvision's order; the scale is a Python float that torch
@@ -206,7 +206,7 @@ def paste_masks(
     # (torchvision's expand_masks / expand_boxes with padding=1).
     padded = np.zeros((k, m + 2, m + 2), dtype=np.float32)
     padded[:, 1:-1, 1:-1] = masks
-    ibox = _expand_boxes_int(boxes, m)
+    ibox = expand_boxes_int(boxes, m)
     thr = np.float32(threshold)
 
     for i in range(k):

@@ -209,3 +209,38 @@ def test_export_at_another_size(tmp_path):
     dims = [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim[1:]]
     assert dims == [256, 384, 3]
     assert ModelConfig.from_json(read_metadata(m)[META_CONFIG]).input_size == (256, 384)
+
+
+def test_paste_tie_is_compared_in_the_reference_box():
+    """Two boxes 1e-4 px apart whose expanded corner straddles an integer paste one pixel apart;
+    parity compares such a pair in the reference's integer box and keeps the shift in the raw IoU.
+    A real mask difference is still caught."""
+    from maskrt.export.parity import compare_image
+    from maskrt.runtime.postprocess import expand_boxes_int
+
+    m = 28
+
+    def box(y1: float) -> np.ndarray:
+        return np.array([[175.5, y1, 215.3, 185.85]], np.float32)
+
+    # Bisect y1 to the value where the expanded, truncated y1 steps from 139 to 140.
+    lo, hi = 141.0, 142.5
+    assert expand_boxes_int(box(lo), m)[0, 1] == 139 and expand_boxes_int(box(hi), m)[0, 1] >= 140
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if expand_boxes_int(box(mid), m)[0, 1] == 139 else (lo, mid)
+    a, b = box(lo - 2e-5), box(lo + 8e-5)  # 1e-4 px apart, on either side of the step
+    assert (expand_boxes_int(a, m) != expand_boxes_int(b, m)).any()
+    yy, xx = np.mgrid[0:m, 0:m]
+    blob = (1.0 / (1.0 + np.exp(((yy - 13.5) ** 2 + (xx - 13.5) ** 2 - 80.0) / 4.0))).astype(np.float32)
+
+    def contract(box, mask):
+        return {"num_detections": np.array([1], np.int32), "boxes": box[None], "scores": np.array([[0.9]], np.float32),
+                "classes": np.array([[1]], np.int32), "masks": mask[None, None]}
+
+    p = compare_image(contract(a, blob), contract(b, blob), 0, (320, 320))
+    assert p.paste_ties == 1 and p.min_mask_iou == 1.0 and p.min_mask_iou_raw < 0.99 and p.ok
+    shrunk = np.where(blob > 0.5, blob * 0.9, blob).astype(np.float32)  # a real difference of the mask itself
+    shrunk[:, 14:] = 0.0
+    p = compare_image(contract(a, blob), contract(b, shrunk), 0, (320, 320))
+    assert p.min_mask_iou < 0.99 and not p.ok

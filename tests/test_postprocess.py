@@ -192,20 +192,20 @@ def test_box_expansion_is_float32_and_truncates_toward_zero():
         w_half, h_half = (t[:, 2] - t[:, 0]) * 0.5 * scale, (t[:, 3] - t[:, 1]) * 0.5 * scale
         x_c, y_c = (t[:, 2] + t[:, 0]) * 0.5, (t[:, 3] + t[:, 1]) * 0.5
         want = torch.stack([x_c - w_half, y_c - h_half, x_c + w_half, y_c + h_half], 1).to(torch.int64).numpy()
-        got = postprocess._expand_boxes_int(boxes, m)
+        got = postprocess.expand_boxes_int(boxes, m)
         np.testing.assert_array_equal(got, want)
         # float64 arithmetic would put that corner a pixel off
         b = known[j].astype(np.float64)
         x0_f64 = int((b[2] + b[0]) / 2 - (b[2] - b[0]) / 2 * scale)
         assert abs(int(got[j, 0]) - x0_f64) == 1
-    assert (postprocess._expand_boxes_int(np.array([[-0.5, -0.5, 3, 3]], np.float32), 28)[0, :2] == 0).all()
+    assert (postprocess.expand_boxes_int(np.array([[-0.5, -0.5, 3, 3]], np.float32), 28)[0, :2] == 0).all()
 
 
 def test_paste_threshold_is_strictly_greater():
     # M = 1 and a box whose expanded integer box is 3 x 3: the resize is the identity, so the
     # centre pixel carries the mask value exactly.
     box = np.array([[1.2, 1.2, 1.8, 1.8]], np.float32)
-    assert postprocess._expand_boxes_int(box, 1).tolist() == [[0, 0, 2, 2]]
+    assert postprocess.expand_boxes_int(box, 1).tolist() == [[0, 0, 2, 2]]
     at = paste_masks(np.full((1, 1, 1), 0.5, np.float32), box, (3, 3))
     above = paste_masks(np.full((1, 1, 1), np.nextafter(np.float32(0.5), np.float32(1)), np.float32), box, (3, 3))
     assert not at.any()

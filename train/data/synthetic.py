@@ -191,6 +191,7 @@ def _render_image(
     min_instance: float,
     max_instance: float,
     max_instances: int,
+    min_instances: int = 1,
 ) -> tuple[np.ndarray, list[tuple[int, np.ndarray]], int]:
     """Draw one image.
 
@@ -198,7 +199,7 @@ def _render_image(
     order, number of instances dropped for being (nearly) hidden).
     """
     kinds = [name for _, name in CATEGORIES]
-    n = int(rng.integers(1, max_instances + 1))
+    n = int(rng.integers(min_instances, max_instances + 1))
     log_sizes = rng.uniform(math.log(min_instance), math.log(max_instance), n)
     # Mostly large-to-small (big objects behind small ones, so few small ones vanish), with
     # noise in the order so that small objects are sometimes occluded too.
@@ -263,11 +264,14 @@ def _render_image(
     return image, instances, len(candidates) - len(keep)
 
 
-def render_scene(size: tuple[int, int], seed: int = 0, max_instances: int = 8) -> np.ndarray:
-    """One synthetic scene like the data set's (for demos): uint8 [H, W, 3] BGR."""
+def render_scene(size: tuple[int, int], seed: int = 0, max_instances: int = 8,
+                 max_size: float | None = None, min_instances: int = 1) -> np.ndarray:
+    """One synthetic scene like the data set's (for demos): uint8 [H, W, 3] BGR, with
+    min_instances..max_instances instances whose sizes are log-uniform from 8 px to ``max_size``
+    (default 0.9 × the shorter side, as the data set)."""
     h, w = size
     rng = np.random.default_rng([int(seed), 99])
-    image, _, _ = _render_image(h, w, rng, 8.0, 0.9 * min(h, w), max_instances)
+    image, _, _ = _render_image(h, w, rng, 8.0, max_size or 0.9 * min(h, w), max_instances, min_instances)
     return image
 
 
