@@ -24,7 +24,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-__all__ = ["Letterbox", "letterbox", "letterbox_size"]
+__all__ = ["Letterbox", "as_bgr", "letterbox", "letterbox_size"]
 
 
 class Letterbox(NamedTuple):
@@ -34,6 +34,50 @@ class Letterbox(NamedTuple):
     scale: tuple[float, float]  # (sx, sy) = (new_w / w, new_h / h): input pixels per original pixel
     pad: tuple[float, float]  # (pad_x, pad_y) of the image's top-left corner: always (0, 0)
     resized: tuple[int, int]  # (new_h, new_w): the part of ``image`` that holds the picture
+
+
+def as_bgr(image: object, what: str = "image") -> np.ndarray:
+    """A frame as uint8 ``[h, w, 3]`` BGR, converting what has one obvious meaning.
+
+    * uint8 ``[h, w, 3]``: returned as is (no copy; any strides);
+    * uint8 greyscale ``[h, w]`` or ``[h, w, 1]``: replicated to three channels
+      (``cv2.COLOR_GRAY2BGR``);
+    * uint8 ``[h, w, 4]``: taken as BGRA (what ``cv2.imread(..., cv2.IMREAD_UNCHANGED)`` and most
+      capture APIs give) and the alpha channel dropped (``cv2.COLOR_BGRA2BGR``); an RGBA frame
+      from another library must be converted by the caller (``cv2.COLOR_RGBA2BGR``).
+
+    Everything else raises ValueError naming ``what`` and saying how to convert: 16-bit or other
+    integer frames and float frames are refused rather than guessed (their value range -- 12-bit
+    in 16, 0..1 or 0..255 floats -- is not knowable here), as are empty frames and other shapes.
+    """
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"{what}: expected a numpy array uint8 [h, w, 3] BGR, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        kind = image.dtype.kind
+        if kind in "iu" and image.dtype.itemsize > 1:
+            how = ("scale it to 8 bits first, e.g. (img >> 8).astype(np.uint8) for full-range 16-bit data, "
+                   "or cv2.convertScaleAbs(img, alpha=255 / max_value) for 10/12-bit data")
+        elif kind == "f":
+            how = ("convert it to 0..255 uint8 first, e.g. np.clip(img * 255, 0, 255).astype(np.uint8) for 0..1 "
+                   "floats, or np.clip(img, 0, 255).astype(np.uint8) for 0..255 floats (NaN must be replaced "
+                   "first); the graph normalises by itself")
+        else:
+            how = "convert it to uint8 0..255 first"
+        raise ValueError(f"{what}: expected uint8 BGR pixels, got dtype {image.dtype} {list(image.shape)}; {how}")
+    if image.ndim == 3 and image.shape[2] == 3:
+        pass
+    elif image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 4)):
+        if image.shape[0] == 0 or image.shape[1] == 0:
+            raise ValueError(f"{what}: empty ({image.shape[0]} x {image.shape[1]})")
+        code = cv2.COLOR_BGRA2BGR if image.ndim == 3 and image.shape[2] == 4 else cv2.COLOR_GRAY2BGR
+        # NOTE: cv2 needs unit pixel strides; a strided view is made contiguous first.
+        image = cv2.cvtColor(np.ascontiguousarray(image), code)
+    else:
+        raise ValueError(f"{what}: expected [h, w, 3] BGR (or greyscale [h, w] / [h, w, 1], or BGRA [h, w, 4]), "
+                         f"got shape {list(image.shape)}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError(f"{what}: empty ({image.shape[0]} x {image.shape[1]})")
+    return image
 
 
 def _check_size(input_size: Sequence[int]) -> tuple[int, int]:

@@ -22,7 +22,7 @@ import numpy as np
 from maskrt.runtime.backends.base import Backend
 from maskrt.runtime.config import ModelConfig
 from maskrt.runtime.detections import Detections
-from maskrt.runtime.letterbox import letterbox
+from maskrt.runtime.letterbox import as_bgr, letterbox
 from maskrt.runtime.postprocess import scale_detections
 
 ONNX_SUFFIXES = (".onnx",)
@@ -98,7 +98,11 @@ class Predictor:
     def prepare(self, frames: Sequence[np.ndarray], out: np.ndarray | None = None
                 ) -> tuple[np.ndarray, list[FrameInfo]]:
         """Letterboxes frames (each uint8 [h, w, 3] BGR, any size) into a batch uint8 [B, H, W, 3]
-        (``out`` if given, e.g. a reused buffer). Returns the batch and per-frame info."""
+        (``out`` if given, e.g. a reused buffer). Returns the batch and per-frame info.
+
+        Greyscale uint8 frames ([h, w] or [h, w, 1]) are replicated to BGR and BGRA frames
+        ([h, w, 4]) lose their alpha channel (:func:`maskrt.runtime.letterbox.as_bgr`); 16-bit,
+        float and empty frames raise ValueError saying how to convert them."""
         h, w = self.input_size
         b = len(frames)
         if b == 0:
@@ -107,6 +111,7 @@ class Predictor:
             out = np.empty((b, h, w, 3), np.uint8)
         infos = []
         for i, f in enumerate(frames):
+            f = as_bgr(f, f"frame {i}" if b > 1 else "frame")
             lb = letterbox(f, (h, w), upscale=self.upscale, out=out[i])
             infos.append(FrameInfo((int(f.shape[0]), int(f.shape[1])), lb.scale))
         return out[:b], infos
@@ -128,9 +133,13 @@ class Predictor:
         return dets
 
     def predict(self, images: np.ndarray | Sequence[np.ndarray]) -> Detections | list[Detections]:
-        """One frame (uint8 [h, w, 3]) -> Detections; a list of frames or a uint8 [B, h, w, 3]
-        array -> a list of Detections (one backend call)."""
-        single = isinstance(images, np.ndarray) and images.ndim == 3
+        """One frame (uint8 [h, w, 3]; greyscale [h, w] and BGRA [h, w, 4] are converted, see
+        :meth:`prepare`) -> Detections; a list of frames or a uint8 [B, h, w, 3] array -> a list of
+        Detections (one backend call)."""
+        if not isinstance(images, (np.ndarray, list, tuple)):
+            raise ValueError(f"images: expected a numpy array (one frame or a [B, h, w, 3] batch) or a list of frames, "
+                             f"got {type(images).__name__}")
+        single = isinstance(images, np.ndarray) and images.ndim in (2, 3)
         frames = [images] if single else list(images)
         batch, infos = self.prepare(frames)
         dets = self.finish(self.infer(batch), infos)

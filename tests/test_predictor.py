@@ -90,7 +90,7 @@ def test_bad_frames_are_rejected_clearly(onnx_model):
         with pytest.raises(ValueError, match="uint8"):
             p.predict(np.zeros((10, 10, 3), np.float32))
         with pytest.raises(ValueError, match=r"\[h, w, 3\]"):
-            p.predict(np.zeros((10, 10), np.uint8))
+            p.predict(np.zeros((10, 10, 2), np.uint8))  # (greyscale [10, 10] is converted: test_bad_input)
         with pytest.raises(ValueError, match="empty"):
             p.predict(np.zeros((0, 10, 3), np.uint8))
         with pytest.raises(ValueError, match="no frames"):

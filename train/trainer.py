@@ -620,7 +620,21 @@ def _prepare(d: _Dist, cfg: TrainConfig | None, out: Path, data, train_ann, trai
                              f"continue it or choose another --out")
     if d.main:
         _check_writable(out)
+        if resume:
+            _remove_stale_temporaries(out)
     return cfg, mcfg, ds, payload
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Delete the temporary files of atomic writes that a killed run (SIGKILL, power cut) left in
+    ``out``: ``.checkpoint_last.pt.<random>.tmp`` and the like. The files they were to replace are
+    intact (the rename never happened); the temporaries are only wasted space."""
+    prefixes = tuple(f".{n}." for n in (CHECKPOINT_LAST, MODEL_FINAL, METRICS_FILE, LOSS_CURVE))
+    for p in out.iterdir():
+        if p.name.startswith(prefixes) and p.name.endswith(".tmp") and p.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+            log.warning("removed %s, left by an interrupted write of the previous run", p)
 
 
 def _train(d: _Dist, cfg_in, out: Path, data, train_ann, train_images, model_config, resume: bool,

@@ -217,7 +217,8 @@ def validate_outputs(outputs: Mapping[str, Any], *, batch: int, max_detections: 
 
     ``outputs`` must hold exactly :data:`OUTPUT_NAMES` as numpy arrays with the exact dtypes of
     :data:`OUTPUT_DTYPES` and the shapes of :func:`expected_output_shapes`, and
-    ``0 <= num_detections[b] <= max_detections``. Raises :class:`ContractError` naming the output.
+    ``0 <= num_detections[b] <= max_detections``, and the detections (rows before the count) of
+    ``boxes``, ``scores`` and ``masks`` finite. Raises :class:`ContractError` naming the output.
     """
     missing = [n for n in OUTPUT_NAMES if n not in outputs]
     extra = sorted(set(outputs) - set(OUTPUT_NAMES))
@@ -238,6 +239,18 @@ def validate_outputs(outputs: Mapping[str, Any], *, batch: int, max_detections: 
     n = out["num_detections"]
     if n.size and (n.min() < 0 or n.max() > max_detections):
         raise ContractError(f"num_detections must be in [0, {max_detections}], got {n.tolist()}")
+    # NOTE: NaN/inf in a detection (broken weights, an fp16 overflow in an engine) would travel
+    # into box scaling, mask paste, overlays and JSON ("NaN" is not JSON); refused here, where the
+    # backend is named. Padding rows (at or past the count) are not looked at.
+    valid = np.arange(max_detections)[None, :] < n[:, None]
+    for name in ("boxes", "scores", "masks"):
+        rows = out[name][valid]
+        if rows.size and not np.isfinite(rows).all():
+            bad = sorted({int(i) for i in np.nonzero(~np.isfinite(out[name]).reshape(batch, max_detections, -1)
+                                                     .any(-1) & valid)[0]})
+            raise ContractError(f"output '{name}' has NaN or inf in the detections of image(s) {bad} of the batch: "
+                                "the model or engine produces non-finite values (diverged weights, or an fp16 "
+                                "overflow: rebuild the engine in fp32 to check)")
     return out
 
 

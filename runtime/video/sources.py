@@ -35,6 +35,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from maskrt.runtime.letterbox import as_bgr
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "STREAM_SCHEMES",
@@ -96,18 +98,9 @@ class Frame:
 
 def _check_image(image: Any, what: str) -> np.ndarray:
     """A frame image as uint8 [H, W, 3] C-contiguous BGR; greyscale [H, W] / [H, W, 1] and BGRA
-    [H, W, 4] are converted. Raises ValueError naming ``what`` otherwise."""
-    if not isinstance(image, np.ndarray):
-        raise ValueError(f"{what}: a frame must be a numpy.ndarray uint8 [H, W, 3] BGR, got {type(image).__name__}")
-    if image.dtype != np.uint8:
-        raise ValueError(f"{what}: a frame must be uint8, got {image.dtype}")
-    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
-        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    elif image.ndim == 3 and image.shape[2] == 4:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] == 0 or image.shape[1] == 0:
-        raise ValueError(f"{what}: a frame must be [H, W, 3] BGR with H, W > 0, got shape {image.shape}")
-    return np.ascontiguousarray(image)
+    [H, W, 4] are converted (:func:`maskrt.runtime.letterbox.as_bgr`). Raises ValueError naming
+    ``what`` otherwise (16-bit and float frames with how to convert them)."""
+    return np.ascontiguousarray(as_bgr(image, f"{what}: a frame"))
 
 
 class Source(abc.ABC):

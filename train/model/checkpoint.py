@@ -7,7 +7,10 @@ Format (a plain dict; nothing but tensors, strings and numbers, so no pickle cod
 
 from __future__ import annotations
 
+import errno
 import os
+import pickle
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -35,11 +38,17 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(e, OSError) and e.errno is not None:
+            # NOTE: the same errno (ENOSPC, EDQUOT, EIO, ...) with a message that names the file
+            # and says that the previous version is untouched.
+            kept = "the previous file is unchanged" if path.exists() else "nothing was written"
+            full = " (disk full)" if e.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+            raise OSError(e.errno, f"cannot write {path}{full}: {e.strerror or e}; {kept}") from e
         raise
 
 
@@ -50,15 +59,41 @@ def save_checkpoint(path: str | os.PathLike, model: MaskRCNN, **extra: Any) -> N
     atomic_torch_save(payload, path)
 
 
+_GLOBAL = re.compile(r"unsupported GLOBAL (\S+)")
+
+
+def load_weights_only(path: str | os.PathLike, what: str = "checkpoint") -> Any:
+    """``torch.load(path, map_location="cpu", weights_only=True)`` with one-line errors.
+
+    A pickle that references anything but tensors, numbers, strings and containers (a class, a
+    function: what a code-executing payload needs) is refused by ``weights_only=True`` before
+    anything runs; the ValueError names what it referenced. Any other failure (truncated file,
+    not a torch file) is a ValueError with the cause's first line."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        m = _GLOBAL.search(str(e))
+        if m is None:
+            raise ValueError(f"{path}: not a loadable {what} (UnpicklingError: {_first_line(e)})") from None
+        raise ValueError(f"{path}: refused: the file's pickle references {m.group(1).rstrip('.')}, which is not "
+                         f"a tensor, number, string or container; maskrt loads files with torch.load("
+                         f"weights_only=True) and never runs code from them (a maskrt {what} holds no such object: "
+                         "this file was not written by maskrt, or it was tampered with)") from None
+    except Exception as e:  # truncated zip, not a torch file, ...: all the same to the user
+        raise ValueError(f"{path}: not a loadable {what} ({type(e).__name__}: {_first_line(e)})") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load and check a checkpoint file. Raises ValueError naming the problem."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such checkpoint file")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated zip, foreign pickle, ...: all the same to the user
-        raise ValueError(f"{path}: not a loadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    payload = load_weights_only(path, "checkpoint")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path}: not a maskrt checkpoint (no format marker '{FORMAT}')")
     if payload.get("format_version") != FORMAT_VERSION:
@@ -113,10 +148,7 @@ def load_torchvision_weights(model: MaskRCNN, source: str | os.PathLike | dict[s
         state, name = source, "torchvision state dict"
     else:
         name = str(source)
-        try:
-            state = torch.load(source, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise ValueError(f"{name}: not a loadable state dict ({type(e).__name__}: {e})") from None
+        state = load_weights_only(source, "state dict")
         if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
             state = state["model"]  # torchvision's reference scripts wrap it
     if not isinstance(state, dict):
