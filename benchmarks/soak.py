@@ -3,6 +3,7 @@
     python benchmarks/soak.py                      # 10,000 frames -> benchmarks/results/soak_10k.json
     python benchmarks/soak.py --frames 2000 --out benchmarks/results/soak_2k.json
     python benchmarks/soak.py --model m.onnx       # an exported model instead of the embedded default
+    python benchmarks/soak.py --max-seconds 1800   # stop cleanly after 30 min, report what ran
 
 The model is the embedded default checkpoint (``maskrt/assets/default.pt``) exported to ONNX
 (``maskrt.export.onnx_export``, "ort" flavour) into a temporary folder, unless ``--model`` names an
@@ -19,9 +20,10 @@ Checks (each is reported; the exit status is 1 when one fails):
   from the pipeline's status callback) grows by less than ``--max-rss-growth`` (5 %) from the end
   of the warm-up (``--warmup`` frames; the median of the first samples after it) to the end of the
   run (the median of the last samples);
-* ``threads``: the same Python threads (``threading.enumerate``) before and after, and no more
-  OS threads (/proc/self/task) after than before (a short pipeline run warms the thread pools first);
-* ``fds``: the same number of open file descriptors (/proc/self/fd) before and after;
+* ``threads``: no Python thread (``threading.enumerate``) after that was not there before, and no
+  more OS threads (/proc/self/task) after than before (a short pipeline run warms the thread pools
+  first);
+* ``fds``: no more open file descriptors (/proc/self/fd) after than before;
 * ``frames``: frames in == frames out == N, no drops, nothing discarded, the JSON lines file
   holds N records numbered 0..N-1 in order, the counting sink saw N frames.
 
@@ -35,6 +37,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import sys
 import tempfile
 import threading
@@ -68,9 +71,32 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd")) - 1  # minus the one listdir itself holds
 
 
-def os_threads() -> int:
-    """OS threads of this process (native pools included)."""
-    return len(os.listdir("/proc/self/task"))
+def os_threads(settle_s: float = 0.3, timeout_s: float = 5.0) -> int:
+    """OS threads of this process (native pools included), once the count has been steady for
+    ``settle_s``. NOTE: a Python thread counts as finished (``join`` returns) slightly before its
+    OS thread is gone, so a count taken right after a join can include threads that are exiting."""
+    count = len(os.listdir("/proc/self/task"))
+    start = steady_since = t = time.monotonic()
+    while t - steady_since < settle_s and t - start < timeout_s:
+        time.sleep(0.02)
+        now = len(os.listdir("/proc/self/task"))
+        t = time.monotonic()
+        if now != count:
+            count, steady_since = now, t
+    return count
+
+
+def os_thread_names() -> dict[str, int]:
+    """{thread name (/proc/self/task/*/comm): count}: which native pools are running."""
+    names: dict[str, int] = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/comm", encoding="utf-8", errors="replace") as f:
+                name = f.read().strip()
+        except OSError:  # the thread ended meanwhile
+            continue
+        names[name] = names.get(name, 0) + 1
+    return dict(sorted(names.items()))
 
 
 def python_threads() -> list[str]:
@@ -201,11 +227,12 @@ def _jsonl_frames(path: Path) -> tuple[int, bool]:
 # ------------------------------------------------------------------------------ the soak
 def run_soak(frames: int = 10_000, *, model: str | os.PathLike | None = None, workdir: str | os.PathLike | None = None,
              warmup: int | None = None, threads: int = 2, batch: int = 1, sample_s: float = 1.0,
-             max_rss_growth: float = 0.05, progress: bool = False) -> dict[str, Any]:
+             max_rss_growth: float = 0.05, progress: bool = False, max_seconds: float | None = None) -> dict[str, Any]:
     """Runs the soak and returns its result (``result["passed"]``, ``result["checks"]``; see the
     module docstring). ``workdir``: where the clip, the exported model and the JSON lines go
     (default: a temporary folder, removed afterwards). ``warmup``: frames before the RSS baseline
-    (default: 10 % of ``frames``, at least 20)."""
+    (default: 10 % of ``frames``, at least 20). ``max_seconds``: stop (cleanly, as Ctrl-C does) after
+    this long and report the frames run (``result["stopped_early"]``)."""
     if frames < 2:
         raise ValueError(f"frames must be >= 2, got {frames}")
     warm = max(20, frames // 10) if warmup is None else int(warmup)
@@ -219,11 +246,12 @@ def run_soak(frames: int = 10_000, *, model: str | os.PathLike | None = None, wo
         clip = write_clip(work / "clip.avi")
         t_setup = time.perf_counter() - t0
         return _run(frames, model_path, clip, work, warm, threads, batch, sample_s, max_rss_growth, progress,
-                    t_setup)
+                    t_setup, max_seconds)
 
 
 def _run(frames: int, model_path: Path, clip: Path, work: Path, warm: int, threads: int, batch: int,
-         sample_s: float, max_rss_growth: float, progress: bool, t_setup: float) -> dict[str, Any]:
+         sample_s: float, max_rss_growth: float, progress: bool, t_setup: float,
+         max_seconds: float | None) -> dict[str, Any]:
     jsonl = work / "soak.jsonl"
     with Predictor.open(model_path, intra_op_threads=threads) as predictor:
         # Warm every pool (ONNX Runtime, OpenCV, the native core; some start threads lazily, from
@@ -234,13 +262,18 @@ def _run(frames: int, model_path: Path, clip: Path, work: Path, warm: int, threa
             raise RuntimeError(f"{clip}: the warm-up run wrote {warm_sink.count} of 8 frames")
 
         before = {"python_threads": python_threads(), "os_threads": os_threads(), "fds": open_fds(),
-                  "rss_kib": rss_kib()}
+                  "rss_kib": rss_kib(), "os_thread_names": os_thread_names()}
+        source = LoopingFileSource(clip, frames)
+        counter = CountingSink()
+        pipe = VideoPipeline(source, predictor, [JsonlSink(jsonl), counter], batch=batch, queue_size=4)
         samples: list[tuple[int, float, int]] = []  # (frames_out, seconds, rss KiB)
         t_run = time.perf_counter()
         last = [0.0]
 
         def status(s: Any) -> None:
             now = time.perf_counter()
+            if max_seconds is not None and now - t_run > max_seconds:
+                pipe.stop()
             if now - last[0] >= sample_s:
                 last[0] = now
                 samples.append((s.frames_out, now - t_run, rss_kib()))
@@ -248,17 +281,13 @@ def _run(frames: int, model_path: Path, clip: Path, work: Path, warm: int, threa
                     print(f"\r{s.status_line()} | rss {samples[-1][2] / 1024:.0f} MiB", end="", file=sys.stderr,
                           flush=True)
 
-        source = LoopingFileSource(clip, frames)
-        counter = CountingSink()
-        pipe = VideoPipeline(source, predictor, [JsonlSink(jsonl), counter], batch=batch, queue_size=4)
         stats = pipe.run(status=status, status_interval_s=min(sample_s, 0.25))
         if progress:
             print(file=sys.stderr)
         elapsed = time.perf_counter() - t_run
         samples.append((stats.frames_out, elapsed, rss_kib()))
-        del pipe
         after = {"python_threads": python_threads(), "os_threads": os_threads(), "fds": open_fds(),
-                 "rss_kib": rss_kib()}
+                 "rss_kib": rss_kib(), "os_thread_names": os_thread_names()}
         loops = source.loops
 
     # ---------------------------------------------------------------- memory
@@ -273,15 +302,18 @@ def _run(frames: int, model_path: Path, clip: Path, work: Path, warm: int, threa
         baseline = final = peak = float(samples[-1][2])
         growth = 0.0
     jsonl_lines, jsonl_ordered = _jsonl_frames(jsonl)
-    # Ctrl-C (SIGINT) stops the soak early: the frames read are finished and checked, and the
-    # result says so (``interrupted``, ``frames`` = what was run).
-    n = stats.frames_in if stats.interrupted else frames
+    # Ctrl-C (SIGINT), SIGTERM or max_seconds stop the soak early: the frames read are finished
+    # and checked, and the result says so (``stopped_early``, ``frames`` = what was run).
+    early = stats.interrupted or stats.stopped
+    n = stats.frames_in if early else frames
 
     checks = {
         "rss": growth < max_rss_growth,
-        "threads": (after["python_threads"] == before["python_threads"]
+        # NOTE: "no new ones", not "the same ones": in a test process, threads and files of earlier
+        # work may end during the soak; what the soak leaked would be new.
+        "threads": (not set(after["python_threads"]) - set(before["python_threads"])
                     and after["os_threads"] <= before["os_threads"] and not stats.leaked_threads),
-        "fds": after["fds"] == before["fds"],
+        "fds": after["fds"] <= before["fds"],
         "frames": (stats.frames_in == stats.frames_out == n and stats.drops == 0 and stats.discarded == 0
                    and stats.error is None and not stats.source_failed and counter.count == n
                    and counter.out_of_order == 0 and jsonl_lines == n and jsonl_ordered),
@@ -290,7 +322,7 @@ def _run(frames: int, model_path: Path, clip: Path, work: Path, warm: int, threa
     return {
         "frames": n,
         "frames_requested": frames,
-        "interrupted": stats.interrupted,
+        "stopped_early": early,
         "warmup_frames": warm,
         "batch": batch,
         "threads": threads,
@@ -308,7 +340,8 @@ def _run(frames: int, model_path: Path, clip: Path, work: Path, warm: int, threa
         "python_threads": {"before": len(before["python_threads"]), "after": len(after["python_threads"]),
                            "leaked": sorted(set(after["python_threads"]) - set(before["python_threads"])),
                            "pipeline_leaked": stats.leaked_threads},
-        "os_threads": {"before": before["os_threads"], "after": after["os_threads"]},
+        "os_threads": {"before": before["os_threads"], "after": after["os_threads"],
+                       "names_before": before["os_thread_names"], "names_after": after["os_thread_names"]},
         "fds": {"before": before["fds"], "after": after["fds"]},
         "accounting": {"frames_in": stats.frames_in, "frames_out": stats.frames_out, "drops": stats.drops,
                        "discarded": stats.discarded, "sink_frames": counter.count,
@@ -324,7 +357,7 @@ def _run(frames: int, model_path: Path, clip: Path, work: Path, warm: int, threa
 
 def summary(result: dict[str, Any]) -> str:
     r, a = result["rss"], result["accounting"]
-    stopped = f" (interrupted; {result['frames_requested']} requested)" if result["interrupted"] else ""
+    stopped = f" (stopped early; {result['frames_requested']} requested)" if result["stopped_early"] else ""
     lines = [
         f"soak: {result['frames']} frames{stopped} in {result['elapsed_s']:.1f} s ({result['fps']:.1f} FPS), "
         f"clip looped {result['clip']['loops']} times",
@@ -356,9 +389,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-rss-growth", type=float, default=0.05)
     ap.add_argument("--out", default=None, help="JSON result (default benchmarks/results/soak_<N>.json)")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--max-seconds", type=float, default=None,
+                    help="stop cleanly after this long and report the frames run (also: Ctrl-C, SIGTERM)")
     args = ap.parse_args(argv)
+    # NOTE: a background job of a non-interactive shell starts with SIGINT ignored; restore it, and
+    # let SIGTERM stop the run the same way, so an early stop still writes its result.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     result = run_soak(args.frames, model=args.model, warmup=args.warmup, threads=args.threads, batch=args.batch,
-                      sample_s=args.sample_s, max_rss_growth=args.max_rss_growth, progress=not args.no_progress)
+                      sample_s=args.sample_s, max_rss_growth=args.max_rss_growth, progress=not args.no_progress,
+                      max_seconds=args.max_seconds)
     n = result["frames"]
     tag = f"{n // 1000}k" if n % 1000 == 0 else str(n)
     out = Path(args.out) if args.out else Path(__file__).resolve().parent / "results" / f"soak_{tag}.json"
