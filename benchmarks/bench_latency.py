@@ -19,8 +19,8 @@ RUNS = {
     "default": ["bench", "--batch", "1,2,4", "--iters", "30", "--warmup", "3", "--threads", "2", "--compare",
                 "--name", "default_ort_320x320"],
     # R50-FPN (torchvision maskrcnn_resnet50_fpn layout, random weights) at 800x1344 on 1080p frames
-    "r50": ["bench", "--model", "r50", "--batch", "1", "--iters", "5", "--warmup", "1", "--threads", "2",
-            "--compare", "--frame-size", "1080", "1920", "--profile-runs", "2", "--pipeline-frames", "3",
+    "r50": ["bench", "--model", "r50", "--batch", "1", "--iters", "4", "--warmup", "1", "--threads", "2",
+            "--compare", "--frame-size", "1080", "1920", "--profile-runs", "2", "--pipeline-frames", "2",
             "--name", "r50_ort_800x1344"],
 }
 
