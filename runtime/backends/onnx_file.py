@@ -12,6 +12,12 @@ scanned in milliseconds without being copied.
 A file that is cut short (a length-delimited field or varint running past the end), uses an
 unknown wire type, or has no graph raises :class:`~maskrt.runtime.backends.base.ModelLoadError`
 naming the path and the cause.
+
+External data (tensors whose bytes live in another file, ``external_data`` "location"): every
+location must name a file inside the model's folder -- relative, and still inside after ``..``
+and symlinks are resolved -- or the model is refused here, before ONNX Runtime opens anything.
+Recent ONNX Runtime versions refuse such paths themselves; older ones (the runtime accepts
+onnxruntime >= 1.17) read whatever file the model names.
 """
 
 from __future__ import annotations
@@ -64,6 +70,9 @@ class OnnxFileInfo:
     inputs: tuple[TensorInfo, ...]  # graph inputs that are not initializers (the ones a caller feeds)
     outputs: tuple[TensorInfo, ...]
     node_ops: frozenset[tuple[str, str]]  # (domain, op_type) of the main graph's nodes
+    # (tensor name, "location") of every tensor stored as external data: initializers, sparse
+    # initializers and tensor attributes of nodes (subgraphs included).
+    external_data: tuple[tuple[str, str], ...] = ()
 
     @property
     def custom_ops(self) -> frozenset[tuple[str, str]]:
@@ -209,14 +218,51 @@ def _value_info(buf, span) -> TensorInfo:
     return TensorInfo(name, dtype, shape)
 
 
-def _tensor_name(buf, span) -> str:
-    """TensorProto: name = 8 (raw_data and the other payload fields are skipped by length)."""
-    name = ""
+def _tensor(buf, span, external: list[tuple[str, str]]) -> str:
+    """TensorProto: name = 8, external_data = 13 (StringStringEntryProto; key "location" names the
+    file). raw_data and the other payload fields are skipped by length. Appends (name, location)
+    to ``external`` for a tensor with an external location; returns the name."""
+    name, location = "", None
     for number, wire, v in _fields(buf, *span):
         if number == 8:
             _expect(number, wire, _LEN, "tensor name")
             name = _str(buf, v, "an initializer name")
+        elif number == 13:
+            _expect(number, wire, _LEN, "external_data entry")
+            key, value = _string_entry(buf, v)
+            if key == "location":
+                location = value
+    if location is not None:
+        external.append((name, location))
     return name
+
+
+def _sparse_tensor(buf, span, external: list[tuple[str, str]]) -> str:
+    """SparseTensorProto: values = 1, indices = 2 (TensorProtos); the name is the values' name."""
+    name = ""
+    for number, wire, v in _fields(buf, *span):
+        if number in (1, 2) and wire == _LEN:
+            tensor_name = _tensor(buf, v, external)
+            if number == 1:
+                name = tensor_name
+    return name
+
+
+def _node_external(buf, span, external: list[tuple[str, str]]) -> None:
+    """External tensors in a NodeProto's attributes (attribute = 5). AttributeProto: t = 5,
+    g = 6, tensors = 10, graphs = 11, sparse_tensor = 22, sparse_tensors = 23."""
+    for number, wire, v in _fields(buf, *span):
+        if number != 5 or wire != _LEN:
+            continue
+        for n2, w2, v2 in _fields(buf, *v):
+            if w2 != _LEN:
+                continue
+            if n2 in (5, 10):
+                _tensor(buf, v2, external)
+            elif n2 in (22, 23):
+                _sparse_tensor(buf, v2, external)
+            elif n2 in (6, 11):
+                _graph(buf, v2, external)
 
 
 def _node_op(buf, span) -> tuple[str, str]:
@@ -232,9 +278,10 @@ def _node_op(buf, span) -> tuple[str, str]:
     return domain, op_type
 
 
-def _graph(buf, span):
+def _graph(buf, span, external: list[tuple[str, str]]):
     """GraphProto: node = 1, initializer = 5, input = 11, output = 12, sparse_initializer = 15
-    (SparseTensorProto: values = 1, a TensorProto whose name is the initializer's)."""
+    (SparseTensorProto: values = 1, a TensorProto whose name is the initializer's). External
+    tensors (see :func:`_tensor`) are appended to ``external``."""
     ops: set[tuple[str, str]] = set()
     initializers: set[str] = set()
     inputs: list[TensorInfo] = []
@@ -245,16 +292,15 @@ def _graph(buf, span):
         _expect(number, wire, _LEN, "graph entry")
         if number == 1:
             ops.add(_node_op(buf, v))
+            _node_external(buf, v, external)
         elif number == 5:
-            initializers.add(_tensor_name(buf, v))
+            initializers.add(_tensor(buf, v, external))
         elif number == 11:
             inputs.append(_value_info(buf, v))
         elif number == 12:
             outputs.append(_value_info(buf, v))
         else:
-            for n2, w2, v2 in _fields(buf, *v):
-                if n2 == 1 and w2 == _LEN:
-                    initializers.add(_tensor_name(buf, v2))
+            initializers.add(_sparse_tensor(buf, v, external))
     # NOTE: before IR version 4 every initializer also had to be listed as a graph input; those
     # are weights (with defaults), not inputs a caller feeds, so they are dropped here.
     return ops, tuple(i for i in inputs if i.name not in initializers), tuple(outputs)
@@ -289,9 +335,29 @@ def _model(buf, size: int, path: Path) -> OnnxFileInfo:
         raise _Corrupt("no graph (is it an ONNX model at all?)")
     if ir_version <= 0:
         raise _Corrupt(f"ir_version is {ir_version} (missing or invalid)")
-    ops, inputs, outputs = _graph(buf, graph)
+    external: list[tuple[str, str]] = []
+    ops, inputs, outputs = _graph(buf, graph, external)
     return OnnxFileInfo(path=path, ir_version=ir_version, producer=producer, opsets=opsets, metadata=metadata,
-                        inputs=inputs, outputs=outputs, node_ops=frozenset(ops))
+                        inputs=inputs, outputs=outputs, node_ops=frozenset(ops), external_data=tuple(external))
+
+
+def _check_external_data(info: OnnxFileInfo) -> None:
+    """Every external-data location is a relative path to a file inside the model's folder, after
+    ``..`` and symlinks are resolved (what ONNX Runtime would open: the location joined to the
+    model's folder)."""
+    folder = info.path.parent.resolve()
+    for name, location in info.external_data:
+        where = f"{info.path}: tensor {name!r} keeps its data in {location!r}"
+        if not location or "\0" in location:
+            raise ModelLoadError(f"{where}: not a file name")
+        if os.path.isabs(location) or location.startswith(("/", "\\")) or Path(location).drive:
+            raise ModelLoadError(f"{where}, an absolute path: refused (external data must be a file in the "
+                                 f"model's folder {folder})")
+        target = (folder / location).resolve()
+        if target != folder and folder in target.parents:
+            continue
+        raise ModelLoadError(f"{where}, which resolves to {target}, outside the model's folder {folder}: refused "
+                             "(external data must be a file in the model's folder)")
 
 
 def read_onnx_file(path: str | os.PathLike) -> OnnxFileInfo:
@@ -310,8 +376,10 @@ def read_onnx_file(path: str | os.PathLike) -> OnnxFileInfo:
             if size == 0:
                 raise ModelLoadError(f"{path}: the file is empty (0 bytes)")
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-                return _model(buf, size, path)
+                info = _model(buf, size, path)
     except OSError as e:
         raise ModelLoadError(f"{path}: cannot read the file ({e.strerror or e})") from None
     except _Corrupt as e:
         raise ModelLoadError(f"{path}: not a valid ONNX model, truncated or corrupt ({e})") from None
+    _check_external_data(info)
+    return info

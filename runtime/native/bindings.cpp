@@ -69,7 +69,11 @@ PasteArgs paste_args(const py::array& masks, const py::array& boxes, int64_t hei
   require_int_in(width, 1, kMaxSide, "image_size[1] (W)");
   if (rle && height * width > int64_t{UINT32_MAX})
     fail("image_size: H * W must be < 2^32 for COCO RLE, got " + std::to_string(height * width));
-  if (!std::isfinite(threshold)) fail("threshold must be a finite number, got " + std::to_string(threshold));
+  // NOTE: >= 0: the kernels write only each box's visible region (the rest stays 0, background),
+  // while torchvision's rule (pasted probability > threshold, 0 outside the box) would make every
+  // pixel outside the box foreground for a negative threshold.
+  if (!std::isfinite(threshold) || threshold < 0.0)
+    fail("threshold must be a finite number >= 0, got " + std::to_string(threshold));
   require_all_finite_f32(masks, "masks");
   require_all_finite_f32(boxes, "boxes");
   PasteArgs a;
