@@ -155,6 +155,13 @@ class EngineMeta:
             raise bad("plugins", "must map plugin names to version strings")
         if self.plugin_library is not None and (not isinstance(self.plugin_library, str) or not self.plugin_library):
             raise bad("plugin_library", "must be a file name or null")
+        # NOTE: a bare file name, looked up in the engine's folder and the search folders only
+        # (TrtBackend). A path would let a sidecar -- a JSON file that looks like data -- make the
+        # runtime dlopen any library on the machine ("/tmp/x.so", "../../x.so").
+        if self.plugin_library is not None and (
+                self.plugin_library in (".", "..") or any(c in self.plugin_library for c in "/\\\0")):
+            raise bad("plugin_library", "must be a bare file name (no folder), found next to the engine or in the "
+                                        "plugin search folders")
         if self.plugins and self.plugin_library is None:
             raise bad("plugin_library", "an engine with plugins must name the plugin library")
         try:

@@ -1,6 +1,11 @@
-"""ONNX external data stays inside the model's folder (runtime/backends/onnx_file.py): a model whose
-tensors name a data file elsewhere -- an absolute path, ``..`` out of the folder, a symlink that
-leads out -- is refused by read_onnx_file, so by every backend, before ONNX Runtime opens it."""
+"""Paths inside artefacts stay where they belong (docs/threat_model.md):
+
+* ONNX external data stays inside the model's folder (runtime/backends/onnx_file.py): a model whose
+  tensors name a data file elsewhere -- an absolute path, ``..`` out of the folder, a symlink that
+  leads out -- is refused by read_onnx_file, so by every backend, before ONNX Runtime opens it;
+* an engine sidecar's ``plugin_library`` is a bare file name (runtime/engine_meta.py), never a path
+  to a library elsewhere that TrtBackend would dlopen.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,8 @@ from onnx import TensorProto, helper
 from maskrt.runtime.backends.base import ModelLoadError
 from maskrt.runtime.backends.onnx_file import read_onnx_file
 from maskrt.runtime.backends.ort import OrtBackend
+from maskrt.runtime.config import ModelConfig
+from maskrt.runtime.engine_meta import EngineMeta, EngineMetaError
 
 
 def external_tensor(name: str, location: str) -> TensorProto:
@@ -105,3 +112,24 @@ def test_models_without_external_data_have_none(tmp_path):
     path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
                                        ir_version=10).SerializeToString())
     assert read_onnx_file(path).external_data == ()
+
+
+# ============================================================================ engine sidecar
+def sidecar(plugin_library):
+    return dict(
+        format="maskrt.engine", format_version=1, model_config=ModelConfig().to_dict(), tensorrt_version="10.3.0",
+        gpu_name="Fake GPU", compute_capability="8.7", plugins={"MaskrtRpnNMS": "1"}, plugin_library=plugin_library,
+        onnx_sha256="a" * 64, precision="fp32", batch=[1, 2, 4], workspace_mib=256, engine_sha256="b" * 64,
+        engine_size=10, created_at="2026-01-01T00:00:00+00:00", maskrt_version="0.1.0",
+    )
+
+
+def test_sidecar_plugin_library_is_a_bare_file_name():
+    assert EngineMeta.from_dict(sidecar("libmaskrt_trt_plugins.so")).plugin_library == "libmaskrt_trt_plugins.so"
+
+
+@pytest.mark.parametrize("name", ["/tmp/evil.so", "../../evil.so", "lib/evil.so", "..", ".", "C:\\evil.dll",
+                                  "evil\0.so", "plugins\\evil.so"])
+def test_sidecar_plugin_library_paths_are_refused(name):
+    with pytest.raises(EngineMetaError, match="plugin_library.*bare file name"):
+        EngineMeta.from_dict(sidecar(name))
