@@ -20,7 +20,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
-    "maskrt", max_examples=30, deadline=None, derandomize=True, database=None, print_blob=True,
+    "maskrt", max_examples=50, deadline=None, derandomize=True, database=None, print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.register_profile(
