@@ -177,7 +177,9 @@ def paste_masks(
         boxes: float32 [K, 4] (x1, y1, x2, y2) in the coordinates of the target image.
         image_size: ``(H, W)`` of the target image.
         threshold: a pixel is foreground when its pasted probability is ``> threshold``
-            (torchvision's reference evaluation uses ``> 0.5``; detectron2 uses ``>=``).
+            (torchvision's reference evaluation uses ``> 0.5``; detectron2 uses ``>=``). Must be
+            >= 0 (as the native core's): below 0 torchvision's rule would mark every pixel
+            outside the box as foreground, which no caller means.
 
     Returns bool [K, H, W] (``[0, H, W]`` for K = 0).
 
@@ -195,6 +197,8 @@ def paste_masks(
         raise ValueError(f"boxes: expected [{masks.shape[0]}, 4] to match masks, got shape {boxes.shape}")
     if not np.isfinite(boxes).all():
         raise ValueError("boxes: contains NaN or inf")
+    if not (np.isfinite(threshold) and float(threshold) >= 0.0):
+        raise ValueError(f"threshold must be a finite number >= 0, got {threshold!r}")
     k, m = masks.shape[0], masks.shape[1]
     out = np.zeros((k, h_img, w_img), dtype=bool)
     if k == 0:

@@ -279,3 +279,11 @@ def test_masks_to_rle_round_trips_with_pycocotools():
     assert masks_to_rle(np.zeros((0, 4, 4), bool)) == []
     with pytest.raises(ValueError, match="bitmaps"):
         masks_to_rle(np.zeros((4, 4), bool))
+
+
+def test_reference_paste_refuses_a_negative_threshold_like_the_native_core():
+    masks, boxes = np.zeros((1, 2, 2), np.float32), np.array([[0, 0, 4, 4]], np.float32)
+    for threshold in (-0.5, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="threshold must be a finite number >= 0"):
+            postprocess.paste_masks(masks, boxes, (8, 8), threshold)
+    assert not postprocess.paste_masks(masks, boxes, (8, 8), 0.0).any()
