@@ -92,7 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    return run_parser(build_parser(), argv)
+
+
+def run_parser(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
+    """Parses ``argv`` and runs the chosen command's ``func``: errors are one line on stderr and
+    exit 1 (``--debug``: the traceback), Ctrl-C exits 130. Shared by every ``maskrt`` entry point."""
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -315,19 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m maskrt.runtime.video_cli {video,infer} ...`` (the same as ``maskrt video|infer``)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print(f"maskrt {args.command}: interrupted", file=sys.stderr)
-        return 130
-    except Exception as e:
-        if args.debug:
-            raise
-        msg = str(e).strip() or type(e).__name__
-        print(f"maskrt {args.command}: error: {msg}", file=sys.stderr)
-        return 1
+    from maskrt.runtime.cli import run_parser
+
+    return run_parser(build_parser(), argv)
 
 
 if __name__ == "__main__":

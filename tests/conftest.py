@@ -3,6 +3,8 @@
 * Hypothesis: one bounded, derandomized profile (``maskrt``) so that every run, CI included, tries
   the same examples and takes the same time; no example database on disk. Another profile can be
   chosen with ``MASKRT_HYPOTHESIS_PROFILE`` (``maskrt-long``: many more examples, for a local hunt).
+* ``onnx_model`` / ``predictor``: the embedded default checkpoint exported once per session to an
+  "ort" graph, and an ONNX Runtime Predictor on it (2 threads), for the runtime-side tests.
 * ``MASKRT_NATIVE_DIR``: a folder holding other builds of the native modules (``_native`` and
   ``_core``, e.g. the AddressSanitizer build of ``make sanitize`` in ``build/asan/lib``). They are
   loaded here, before any test module imports ``maskrt._native`` / ``maskrt._core``, and replace
@@ -17,6 +19,7 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -64,3 +67,25 @@ def pytest_report_header(config):
     if _OVERRIDES:
         return [f"native modules from MASKRT_NATIVE_DIR: {', '.join(_OVERRIDES.values())}"]
     return None
+
+
+@pytest.fixture(scope="session")
+def onnx_model(tmp_path_factory):
+    """The embedded default checkpoint as an "ort" ONNX graph (exported once per session)."""
+    from maskrt.export.onnx_export import export_model
+    from maskrt.train.demo import DEFAULT_CHECKPOINT
+    from maskrt.train.model.checkpoint import load_checkpoint
+
+    model, _ = load_checkpoint(DEFAULT_CHECKPOINT)
+    path = tmp_path_factory.mktemp("default_onnx") / "m.onnx"
+    export_model(model, path, "ort")
+    return path
+
+
+@pytest.fixture(scope="module")
+def predictor(onnx_model):
+    """An ONNX Runtime Predictor on ``onnx_model`` (2 intra-op threads), one per test module."""
+    from maskrt.runtime.predictor import Predictor
+
+    with Predictor.open(onnx_model, intra_op_threads=2) as p:
+        yield p

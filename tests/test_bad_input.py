@@ -52,22 +52,6 @@ CFG = preset("mnv3-small")
 
 
 # ============================================================================ shared fixtures and helpers
-@pytest.fixture(scope="module")
-def onnx_model(tmp_path_factory):
-    from maskrt.export.onnx_export import export_model
-
-    model, _ = load_checkpoint(DEFAULT_CHECKPOINT)
-    path = tmp_path_factory.mktemp("bad_input_model") / "m.onnx"
-    export_model(model, path, "ort")
-    return path
-
-
-@pytest.fixture(scope="module")
-def predictor(onnx_model):
-    with Predictor.open(onnx_model, intra_op_threads=2) as p:
-        yield p
-
-
 def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "maskrt", *args], capture_output=True, text=True, timeout=timeout)
 

@@ -12,17 +12,6 @@ from maskrt.runtime.predictor import Predictor, open_backend
 from maskrt.train.demo import DEFAULT_CHECKPOINT, demo_image
 
 
-@pytest.fixture(scope="module")
-def onnx_model(tmp_path_factory):
-    from maskrt.export.onnx_export import export_model
-    from maskrt.train.model.checkpoint import load_checkpoint
-
-    model, _ = load_checkpoint(DEFAULT_CHECKPOINT)
-    path = tmp_path_factory.mktemp("pred") / "m.onnx"
-    export_model(model, path, "ort")
-    return path
-
-
 def test_backend_is_chosen_by_suffix(onnx_model, tmp_path):
     assert open_backend(onnx_model).name == "ort"
     assert open_backend(DEFAULT_CHECKPOINT).name == "torch"

@@ -50,7 +50,7 @@ from maskrt.runtime.video import (
     open_source,
 )
 from maskrt.runtime.video.sources import gstreamer_available
-from maskrt.train.demo import DEFAULT_CHECKPOINT, demo_image
+from maskrt.train.demo import demo_image
 
 
 # ============================================================================ helpers
@@ -218,23 +218,6 @@ class MemorySource(Source):
 
 
 # ============================================================================ fixtures
-@pytest.fixture(scope="module")
-def onnx_model(tmp_path_factory):
-    from maskrt.export.onnx_export import export_model
-    from maskrt.train.model.checkpoint import load_checkpoint
-
-    model, _ = load_checkpoint(DEFAULT_CHECKPOINT)
-    path = tmp_path_factory.mktemp("video_model") / "m.onnx"
-    export_model(model, path, "ort")
-    return path
-
-
-@pytest.fixture(scope="module")
-def predictor(onnx_model):
-    with Predictor.open(onnx_model, intra_op_threads=2) as p:
-        yield p
-
-
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     d = tmp_path_factory.mktemp("clips")
