@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper
+from timing import timeit
 
 from maskrt import _native
 
@@ -95,17 +96,6 @@ def ort_feed(boxes_xyxy, scores, max_out, thr=None):
     return {"boxes": np.ascontiguousarray(boxes_xyxy[..., [1, 0, 3, 2]]), "scores": np.ascontiguousarray(scores),
             "max": np.array([max_out], np.int64), "iou": np.array([IOU], F32),
             "thr": np.array([-1.0 if thr is None else thr], F32)}
-
-
-def timeit(fn, repeats, warmup=3):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1e3)
-    return {"median_ms": float(np.median(times)), "p99_ms": float(np.percentile(times, 99)), "repeats": repeats}
 
 
 def bench(n, repeats, sess, rng, distribution):

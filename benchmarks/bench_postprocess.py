@@ -38,11 +38,11 @@ import argparse
 import json
 import os
 import platform
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
+from timing import timeit
 
 from maskrt.runtime import letterbox as ref_letterbox
 from maskrt.runtime import native_core as nc
@@ -104,19 +104,6 @@ def torch_paste_masks(masks, boxes, image_size, torch, F):
         res.append(im_mask)
     out = torch.stack(res) if res else masks.new_empty((0, im_h, im_w))
     return out > 0.5
-
-
-def timeit(fn, repeats: int, warmup: int = 3) -> dict:
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter_ns()
-        fn()
-        ts.append((time.perf_counter_ns() - t0) / 1e6)
-    a = np.array(ts)
-    return {"median_ms": float(np.median(a)), "p99_ms": float(np.percentile(a, 99)), "mean_ms": float(a.mean()),
-            "min_ms": float(a.min()), "repeats": repeats}
 
 
 def check(frame, input_size, masks, boxes, size) -> None:

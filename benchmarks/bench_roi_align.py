@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper
+from timing import timeit
 
 from maskrt import _native
 
@@ -89,17 +90,6 @@ def ort_session(output_size):
     return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
-def timeit(fn, repeats, warmup=2):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return {"median_ms": float(np.median(times)), "p99_ms": float(np.percentile(times, 99)), "repeats": repeats}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=15)
@@ -131,8 +121,8 @@ def main() -> None:
         diff = float(np.max(np.abs(ours - ref)))
 
         t_ours = timeit(lambda o=output_size: _native.pyramid_roi_align(rois, feats, o, SAMPLING_RATIO, ALIGNED,
-                                                                         threads=THREADS), args.repeats)
-        t_ort = timeit(lambda s=sess, f=feed: s.run(None, f), args.repeats)
+                                                                         threads=THREADS), args.repeats, warmup=2)
+        t_ort = timeit(lambda s=sess, f=feed: s.run(None, f), args.repeats, warmup=2)
         for impl, t in (("maskrt _native.pyramid_roi_align", t_ours), ("ORT RoiAlign-16 x 4 levels", t_ort)):
             rows.append({"output": f"{output_size}x{output_size}", "impl": impl, "max_abs_diff_vs_other": diff,
                          "identical": diff == 0.0, **t})
