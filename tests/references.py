@@ -7,6 +7,9 @@ they share nothing with the vectorised implementations they check.
 from __future__ import annotations
 
 import math
+import threading
+import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -209,3 +212,26 @@ def paste_masks_mirror(masks, boxes, image_size) -> np.ndarray:
                 out[i, y, x] = ((1.0 - ly) * ((1.0 - lx) * padded[r0][c0] + lx * padded[r0][c1])
                                 + ly * ((1.0 - lx) * padded[r1][c0] + lx * padded[r1][c1]))
     return out
+
+
+def python_ticks_during(call: Callable[[], object], margin: float = 0.0) -> int:
+    """Runs ``call`` in a worker thread while this thread spins taking timestamps; returns how
+    many timestamps fall strictly inside the call (less ``margin`` × its duration at each end).
+    With the GIL held through a native call this thread could not advance until it returned, so
+    a GIL-releasing kernel gives many ticks and a GIL-holding one almost none."""
+    window = {}
+
+    def work():
+        window["t0"] = time.perf_counter()
+        call()
+        window["t1"] = time.perf_counter()
+
+    ticks = []
+    worker = threading.Thread(target=work)
+    worker.start()
+    while worker.is_alive():
+        ticks.append(time.perf_counter())
+    worker.join()
+    t0, t1 = window["t0"], window["t1"]
+    pad = margin * (t1 - t0)
+    return sum(1 for t in ticks if t0 + pad < t < t1 - pad)

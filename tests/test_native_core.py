@@ -14,16 +14,13 @@ References, independent of the kernels:
 
 from __future__ import annotations
 
-import threading
-import time
-
 import cv2
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pycocotools import mask as mask_utils
-from references import paste_masks_mirror
+from references import paste_masks_mirror, python_ticks_during
 
 from maskrt.runtime import letterbox as ref_letterbox
 from maskrt.runtime import native_core as nc
@@ -634,21 +631,8 @@ def test_kernels_release_the_gil():
     k = 24
     masks = random_masks(rng, k, 28)
     boxes = np.tile(np.array([[-100, -100, 2000, 1200]], np.float32), (k, 1))
-    window = {}
-
-    def work():
-        window["start"] = time.perf_counter()
-        nc.paste_to_rle(masks, boxes, (1080, 1920), threads=1)
-        window["end"] = time.perf_counter()
-
-    ticks = []
-    worker = threading.Thread(target=work)
-    worker.start()
-    while worker.is_alive():
-        ticks.append(time.perf_counter())
-    worker.join()
-    inside = [t for t in ticks if window["start"] < t < window["end"]]
-    assert len(inside) > 100, f"main thread stalled during the native call ({len(inside)} ticks)"
+    inside = python_ticks_during(lambda: nc.paste_to_rle(masks, boxes, (1080, 1920), threads=1))
+    assert inside > 100, f"main thread stalled during the native call ({inside} ticks)"
 
 
 def test_missing_native_module_raises_on_use(monkeypatch):

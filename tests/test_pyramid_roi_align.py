@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import math
 import platform
-import threading
 import time
 
 import numpy as np
 import pytest
 import torch
-from references import ort_roi_align, roi_align_mirror
+from references import ort_roi_align, python_ticks_during, roi_align_mirror
 
 from maskrt import _native
 from maskrt.train.model.roi_align import assign_fpn_levels, multiscale_roi_align
@@ -397,23 +396,8 @@ def test_gil_is_released_while_the_kernel_runs():
     rng = np.random.default_rng(11)
     feats = _features(rng, 1, 256, 800, 800)
     rois = _random_rois(rng, 1, 1500, 800, 800)
-    window = {}
-
-    def call():
-        window["t0"] = time.perf_counter()
-        _native.pyramid_roi_align(rois, feats, 14, 2, False, threads=1)
-        window["t1"] = time.perf_counter()
-
-    worker = threading.Thread(target=call)
-    stamps = []
-    worker.start()
-    while worker.is_alive():
-        stamps.append(time.perf_counter())
-    worker.join()
-    t0, t1 = window["t0"], window["t1"]
-    margin = 0.2 * (t1 - t0)
-    inside = [t for t in stamps if t0 + margin < t < t1 - margin]
-    assert len(inside) > 100, f"{len(inside)} timestamps inside a {t1 - t0:.3f} s call"
+    inside = python_ticks_during(lambda: _native.pyramid_roi_align(rois, feats, 14, 2, False, threads=1), margin=0.2)
+    assert inside > 100, f"{inside} timestamps inside the middle 60 % of the call"
 
 
 # ----------------------------------------------------------------------------- validation
