@@ -5,7 +5,8 @@
 
 Everything is written under ``--out`` (default ``out/demo``): ``model.onnx``, ``clip.mp4`` (the
 input: a camera panning across a synthetic scene), ``annotated.mp4``, ``detections.jsonl`` and
-``summary.json``. Before the video runs, the first frame goes through PyTorch eager and ONNX
+``summary.json``; the clip's ground truth lies beside it (``clip.gt.json``, ``clip.gt.txt``: see
+``train/data/clips.py``). Before the video runs, the first frame goes through PyTorch eager and ONNX
 Runtime and the two are compared (same detections; worst box and score differences printed),
 so the demo shows the exported graph agrees with the model it came from.
 
@@ -24,31 +25,6 @@ import cv2
 import numpy as np
 
 from maskrt.train.demo import DEFAULT_CHECKPOINT
-
-
-def write_pan_clip(path: Path, frame_size: tuple[int, int], frames: int, seed: int, fps: float = 25.0) -> Path:
-    """Writes an MP4 of ``frames`` frames of size ``frame_size`` (h, w): a window panning left to
-    right (and back) across one synthetic scene twice as wide as the frame. Returns ``path``."""
-    from maskrt.train.data.synthetic import render_scene
-
-    h, w = frame_size
-    # Instances sized as in the training images of a model at this frame height, and as many
-    # per frame as in those images.
-    scene = render_scene((h, 2 * w), seed, max_instances=16, max_size=0.5 * h, min_instances=12)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-    if not writer.isOpened():
-        raise OSError(f"cannot write {path}: this OpenCV build has no mp4v encoder")
-    try:
-        period = max(2 * (frames - 1), 1)
-        for i in range(frames):
-            # A triangle wave over the clip: the camera sweeps right, then back.
-            t = (i % period) / period
-            x = int(round(w * (2 * t if t <= 0.5 else 2 - 2 * t)))
-            writer.write(np.ascontiguousarray(scene[:, x:x + w]))
-    finally:
-        writer.release()
-    return path
 
 
 def _load(checkpoint: str | None, config: str | None, seed: int):
@@ -113,7 +89,9 @@ def run_demo(config: str | None = None, checkpoint: str | None = None, *, seed: 
     summary = export_model(model, onnx_path, "ort", progress=lambda s: print(f"      export: {s}"))
     print(f"[2/5] ONNX      : {summary.line()}")
 
-    clip = write_pan_clip(out / "clip.mp4", frame_size, frames, seed)
+    from maskrt.train.data.clips import write_clip
+
+    clip = write_clip(out / "clip.mp4", "pan", frames=frames, frame_size=frame_size, seed=seed).video
     print(f"[3/5] clip      : {clip} ({frames} frames, {frame_size[1]}x{frame_size[0]}, a camera panning across a "
           "generated scene)")
 
