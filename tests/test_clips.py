@@ -157,3 +157,17 @@ def test_bad_arguments():
         make_clip("zoom")
     with pytest.raises(ValueError, match="frames"):
         make_clip(frames=0)
+
+
+def test_cli_writes_a_clip_and_refuses_bad_input(tmp_path, capsys):
+    from maskrt.runtime.cli import main
+
+    out = tmp_path / "c.mp4"
+    assert main(["data", "clip", "--out", str(out), "--frames", "3", "--frame-size", "64", "96", "--no-progress"]) == 0
+    assert "3 frames" in capsys.readouterr().out
+    assert all(p.is_file() for p in (out, *gt_paths(out)))
+    assert main(["data", "clip", "--out", str(tmp_path / "c.avi")]) == 2
+    assert main(["data", "clip", "--out", str(out), "--frames", "0"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["maskrt data clip: error: --out must name an .mp4 file, got " + repr(str(tmp_path / "c.avi")),
+                   "maskrt data clip: error: frames must be at least 1, got 0"]

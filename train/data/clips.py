@@ -40,9 +40,11 @@ frames and byte-identical ground-truth files.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
+import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -360,3 +362,37 @@ def load_gt(path: str | os.PathLike[str]) -> dict[str, Any]:
     if p.suffix != ".json":
         p = gt_paths(p)[0]
     return json.loads(p.read_text(encoding="utf-8"))
+
+
+# ---------------------------------------------------------------------------- CLI hooks
+def add_clip_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the ``maskrt data clip`` options to ``parser`` (returned for chaining)."""
+    parser.add_argument("--out", required=True, help="the clip to write (.mp4); its ground truth goes beside it")
+    parser.add_argument("--kind", choices=KINDS, default="moving",
+                        help="moving: scripted occlusion, crossing, exit and re-entry, wanderers; pan: a camera "
+                             "sweeping over a static scene (default moving)")
+    parser.add_argument("--frames", type=int, default=60, help="frames (default 60)")
+    parser.add_argument("--frame-size", type=int, nargs=2, default=(300, 400), metavar=("H", "W"),
+                        help="frame height and width (default 300 400)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--fps", type=float, default=25.0, help="frame rate written in the video (default 25)")
+    parser.add_argument("--objects", type=int, default=None,
+                        help="random wanderers of a moving clip (default 6) or objects of a pan (default 24)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def run_clip(args: argparse.Namespace) -> int:
+    """Run ``maskrt data clip`` from parsed arguments; returns the process exit code."""
+    if Path(args.out).suffix.lower() != ".mp4":
+        print(f"maskrt data clip: error: --out must name an .mp4 file, got {args.out!r}", file=sys.stderr)
+        return 2
+    try:
+        files = write_clip(args.out, args.kind, frames=args.frames, frame_size=tuple(args.frame_size), seed=args.seed,
+                           fps=args.fps, objects=args.objects, progress=not args.no_progress)
+    except (ValueError, OSError) as e:
+        print(f"maskrt data clip: error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {files.video} ({files.frames} frames, {files.tracks} tracks, {files.annotations} annotations), "
+          f"{files.gt_json}, {files.gt_txt}")
+    return 0
