@@ -39,6 +39,10 @@ class GreedyIoUTracker:
     def ids_issued(self) -> int:
         return self._next_id - 1
 
+    def counts(self) -> dict[str, int]:
+        lost = int((self._last < self._frame).sum())
+        return {"tentative": 0, "confirmed": len(self._ids) - lost, "lost": lost, "ids": self.ids_issued}
+
     def track(self, dets: Detections, frame_index: int | None = None) -> Detections:
         return dets.with_track_ids(self.update(dets.boxes, dets.scores, dets.class_ids, None, frame_index))
 
