@@ -638,8 +638,14 @@ def test_video_command_end_to_end(onnx_model, clips, tmp_path):
     assert "\r" in r.stderr and "fps" in r.stderr  # the live status line
     lines = read_jsonl(jsonl)
     assert [x["frame"] for x in lines] == list(range(7)) and all(x["image_size"] == [240, 400] for x in lines)
+    assert all(len(x["track_ids"]) == len(x["scores"]) for x in lines)  # tracking is on by default
     out = decode_all(saved)
     assert len(out) == 7 and out[0].shape == (240, 400, 3)
+
+    r = _cli("video", "--model", str(onnx_model), "--source", str(clips["wide"]), "--jsonl", str(jsonl),
+             "--no-track", "--max-frames", "2")
+    assert r.returncode == 0, r.stderr
+    assert "tracking off" in r.stdout and [("track_ids" in x) for x in read_jsonl(jsonl)] == [False, False]
 
     r = _cli("video", "--model", str(onnx_model), "--source", str(tmp_path / "nope.mp4"))
     assert r.returncode == 1 and "no such file or directory" in r.stderr and "Traceback" not in r.stderr

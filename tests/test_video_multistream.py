@@ -189,3 +189,27 @@ def test_two_files_through_the_real_model_match_each_stream_run_alone(predictor,
             np.testing.assert_allclose(got.boxes, ref.boxes, atol=0.006)
             np.testing.assert_allclose(got.scores, ref.scores, atol=6e-6)
             assert got.track_ids is not None and len(got.track_ids) == len(ref)
+
+
+# ============================================================================ command line
+def test_video_command_with_two_sources_and_a_sources_file(onnx_model, tmp_path):
+    from test_video import _cli, moving_scene
+
+    paths = [write_video(tmp_path / f"c{s}.avi", moving_scene(21 + s, (240, 320), 4 + s)) for s in range(2)]
+    listing = tmp_path / "cams.txt"
+    listing.write_text(f"# two recorded cameras\n{paths[1]}\n\n")
+    r = _cli("video", "--model", str(onnx_model), "--source", str(paths[0]), "--sources", str(listing),
+             "--jsonl", str(tmp_path / "out.jsonl"), "--batch", "2", "--threads", "2", "--status", "on",
+             "--track-max-lost", "10")
+    assert r.returncode == 0, r.stderr
+    assert "2 streams" in r.stdout and "tracking on" in r.stdout
+    for s in range(2):
+        lines = read_jsonl(tmp_path / f"out_{s}.jsonl")
+        assert [x["frame"] for x in lines] == list(range(4 + s))
+        assert all(len(x["track_ids"]) == len(x["scores"]) for x in lines)
+        row = next(line for line in r.stdout.splitlines() if line.startswith(f"[{s}] "))
+        assert f" {4 + s} " in row and "end of file" in row
+    assert "\x1b[" in r.stderr and "[1] " in r.stderr  # the per-stream live status block
+
+    r = _cli("video", "--model", str(onnx_model), "--source", str(paths[0]), "--track-min-hits", "0")
+    assert r.returncode == 1 and "min_hits must be an integer >= 1" in r.stderr and "Traceback" not in r.stderr

@@ -6,9 +6,27 @@
 * :mod:`.association`: box IoU, box-frame mask IoU, gated optimal assignment.
 * :mod:`.kalman`: the batched constant-velocity Kalman filter.
 * :mod:`.evaluate` (``maskrt track-eval``): MOTA / IDF1 / ID switches with motmetrics.
+
+Names are loaded on first use (``TrackerConfig`` without scipy).
 """
 
-from .baseline import GreedyIoUTracker
-from .tracker import CONFIRMED, LOST, TENTATIVE, Tracker, TrackerConfig, TrackInfo
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_HOMES = {"TrackerConfig": "config", "Tracker": "tracker", "TrackInfo": "tracker", "TENTATIVE": "tracker",
+          "CONFIRMED": "tracker", "LOST": "tracker", "GreedyIoUTracker": "baseline"}
 
 __all__ = ["CONFIRMED", "LOST", "TENTATIVE", "GreedyIoUTracker", "TrackInfo", "Tracker", "TrackerConfig"]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{home}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOMES])
