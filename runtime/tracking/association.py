@@ -21,10 +21,10 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU float64 [len(a), len(b)] of boxes (x1, y1, x2, y2); 0 where a union is empty."""
     a = np.asarray(a, np.float64).reshape(-1, 4)
     b = np.asarray(b, np.float64).reshape(-1, 4)
-    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
-    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
-    iw = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    ih = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    area_a = np.maximum(a[:, 2] - a[:, 0], 0) * np.maximum(a[:, 3] - a[:, 1], 0)
+    area_b = np.maximum(b[:, 2] - b[:, 0], 0) * np.maximum(b[:, 3] - b[:, 1], 0)
+    iw = np.maximum(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0)
+    ih = np.maximum(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0)
     inter = iw * ih
     union = area_a[:, None] + area_b[None, :] - inter
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
@@ -39,9 +39,10 @@ def _sample(masks: np.ndarray, boxes: np.ndarray, xs: np.ndarray, ys: np.ndarray
     u = np.floor((xs - boxes[:, 0:1]) / w[:, None] * m).astype(np.int64)  # [P, G]
     v = np.floor((ys - boxes[:, 1:2]) / h[:, None] * m).astype(np.int64)
     inside = (u >= 0) & (u < m), (v >= 0) & (v < m)
-    u, v = np.clip(u, 0, m - 1), np.clip(v, 0, m - 1)
-    p = np.arange(len(masks))[:, None, None]
-    got = masks[p, v[:, :, None], u[:, None, :]]  # [P, G(rows), G(cols)]
+    u, v = np.minimum(np.maximum(u, 0), m - 1), np.minimum(np.maximum(v, 0), m - 1)
+    # NOTE: one gather from the flat masks (cheaper than fancy indexing with three broadcast index arrays)
+    base = (np.arange(len(masks)) * (m * m))[:, None] + v * m  # [P, G] start of each sampled row
+    got = np.ascontiguousarray(masks).reshape(-1).take(base[:, :, None] + u[:, None, :])  # [P, G(rows), G(cols)]
     return got & inside[1][:, :, None] & inside[0][:, None, :]
 
 
@@ -98,4 +99,7 @@ def assign(cost: np.ndarray, max_cost: float) -> tuple[np.ndarray, np.ndarray, n
     rows, cols = linear_sum_assignment(gated)
     ok = gated[rows, cols] <= max_cost
     matches = np.stack([rows[ok], cols[ok]], 1).astype(np.int64)
-    return matches, np.setdiff1d(np.arange(r), matches[:, 0]), np.setdiff1d(np.arange(c), matches[:, 1])
+    free_r, free_c = np.ones(r, bool), np.ones(c, bool)
+    free_r[matches[:, 0]] = False
+    free_c[matches[:, 1]] = False
+    return matches, np.nonzero(free_r)[0], np.nonzero(free_c)[0]

@@ -151,13 +151,18 @@ class Tracker:
         state = self._state
         track_free = np.ones(len(state), bool)
 
+        # NOTE: one similarity matrix (detections at least low_score x all tracks) for the three stages
+        cand = np.nonzero(scores >= cfg.low_score)[0]
+        sim = np.zeros((n, len(state)))
+        if len(cand) and len(state):
+            sim[cand] = self._similarity(boxes[cand], None if det_masks is None else det_masks[cand], pred)
+        differ = class_ids[:, None] != self._cls[None, :]
+
         def stage(dets: np.ndarray, rows: np.ndarray, min_sim: float) -> np.ndarray:
             """Match detections ``dets`` to track rows ``rows``; returns the detections left."""
             if len(dets) == 0 or len(rows) == 0:
                 return dets
-            cost = 1.0 - self._similarity(boxes[dets], None if det_masks is None else det_masks[dets], pred[rows],
-                                          rows)
-            cost += cfg.class_cost * (class_ids[dets][:, None] != self._cls[rows][None, :])
+            cost = 1.0 - sim[np.ix_(dets, rows)] + cfg.class_cost * differ[np.ix_(dets, rows)]
             matches, left, _ = assign(cost, 1.0 - min_sim)
             det_track[dets[matches[:, 0]]] = rows[matches[:, 1]]
             track_free[rows[matches[:, 1]]] = False
@@ -233,16 +238,17 @@ class Tracker:
         z[:, 2:4] = np.maximum(z[:, 2:4], 1.0)  # NOTE: a shrinking velocity must not turn a box inside out
         return kalman.cxcywh_to_xyxy(z)
 
-    def _similarity(self, det_boxes, det_masks, track_boxes, rows) -> np.ndarray:
+    def _similarity(self, det_boxes, det_masks, track_boxes) -> np.ndarray:
+        """[N, T] similarity of detections to every track (predicted boxes, last masks)."""
         iou = box_iou(det_boxes, track_boxes)
         w = self.config.mask_weight
         if w == 0 or det_masks is None or self._mask is None:
             return iou
-        has = self._has_mask[rows]
+        has = self._has_mask
         pairs = (iou > 0) & has[None, :]
         if not pairs.any():
             return iou
-        miou = mask_iou(det_masks, det_boxes, self._mask[rows], track_boxes, grid=self.config.mask_grid, pairs=pairs)
+        miou = mask_iou(det_masks, det_boxes, self._mask, track_boxes, grid=self.config.mask_grid, pairs=pairs)
         # NOTE: a track without a mask (masks not given when it was last matched) is compared by box only
         return np.where(has[None, :], w * miou + (1 - w) * iou, iou)
 
