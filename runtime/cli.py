@@ -84,6 +84,8 @@ def _add_runtime_side(sub) -> None:
               "maskrt.runtime.tracking.evaluate", "track_eval")
     _add_lazy(sub.add_parser("bench", help="latency benchmark: per-stage p50/p90/p99, FPS, FLOP cost model, plots"),
               "maskrt.runtime.bench", "bench")
+    _add_lazy(sub.add_parser("serve", help="Triton model repository for a model (--start: serve it on the bundled "
+                                           "tritonserver)"), "maskrt.runtime.serving.cli", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:
