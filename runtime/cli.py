@@ -79,8 +79,13 @@ def _add_runtime_side(sub) -> None:
               "maskrt.runtime.video_cli", "infer")
     _add_lazy(sub.add_parser("video", help="segment a video file, camera, stream or image folder in real time"),
               "maskrt.runtime.video_cli", "video")
+    _add_lazy(sub.add_parser("track-eval", help="MOTA / IDF1 / ID switches of tracked JSON lines against MOT ground "
+                                                 "truth (motmetrics, mask-IoU matching)"),
+              "maskrt.runtime.tracking.evaluate", "track_eval")
     _add_lazy(sub.add_parser("bench", help="latency benchmark: per-stage p50/p90/p99, FPS, FLOP cost model, plots"),
               "maskrt.runtime.bench", "bench")
+    _add_lazy(sub.add_parser("serve", help="Triton model repository for a model (--start: serve it on the bundled "
+                                           "tritonserver)"), "maskrt.runtime.serving.cli", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:
