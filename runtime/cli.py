@@ -60,6 +60,8 @@ def _add_training_side(sub) -> None:
     dsub = data.add_subparsers(dest="data_command", required=True)
     _add_lazy(dsub.add_parser("synth", help="generate the synthetic COCO-format instance set"),
               "maskrt.train.data.synthetic", "synth")
+    _add_lazy(dsub.add_parser("clip", help="generate a synthetic video clip with ground truth (COCO + MOT, track ids)"),
+              "maskrt.train.data.clips", "clip")
     _add_lazy(sub.add_parser("train", help="train Mask R-CNN on a COCO-format data set (torchrun for several "
                                            "processes)"), "maskrt.train.trainer", "train")
     _add_lazy(sub.add_parser("eval", help="COCO bbox/segm AP of a checkpoint on a COCO-format data set"),
@@ -82,6 +84,8 @@ def _add_runtime_side(sub) -> None:
               "maskrt.runtime.tracking.evaluate", "track_eval")
     _add_lazy(sub.add_parser("bench", help="latency benchmark: per-stage p50/p90/p99, FPS, FLOP cost model, plots"),
               "maskrt.runtime.bench", "bench")
+    _add_lazy(sub.add_parser("serve", help="Triton model repository for a model (--start: serve it on the bundled "
+                                           "tritonserver)"), "maskrt.runtime.serving.cli", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:
