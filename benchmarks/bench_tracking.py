@@ -2,8 +2,9 @@
 
     python benchmarks/bench_tracking.py --model m.onnx --out-dir benchmarks/results
 
-1. **MOT** (``tracking_mot.json``): ``--clips`` generated "moving" clips (train/data/clips.py:
-   occlusion, crossing, exit and re-entry, wanderers) run once through ``maskrt video``'s
+1. **MOT** (``tracking_mot.json``): ``--clips`` generated clips of each ``--kinds``
+   (train/data/clips.py; "moving": occlusion, crossing, exit and re-entry, wanderers; "pan": a
+   camera sweeping over static objects, which leave and re-enter) run once through ``maskrt video``'s
    pipeline with the tracker (the embedded model, ONNX Runtime); the same detections are
    re-tracked by the no-motion greedy IoU baseline; both scored by ``maskrt track-eval``'s
    evaluator (motmetrics, mask IoU >= 0.5, same class). Per clip and overall.
@@ -105,7 +106,10 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True)
-    ap.add_argument("--clips", type=int, default=3)
+    ap.add_argument("--clips", type=int, default=3, help="clips per kind")
+    ap.add_argument("--kinds", nargs="+", choices=("moving", "pan"), default=["moving", "pan"],
+                    help="clip kinds (moving: scripted occlusion/crossing/re-entry + wanderers; pan: a panning "
+                         "camera over static objects, which leave and re-enter by the edges)")
     ap.add_argument("--frames", type=int, default=48)
     ap.add_argument("--frame-size", type=int, nargs=2, default=(240, 320))
     ap.add_argument("--stream-frames", type=int, default=12, help="frames per stream in the streams benchmark")
@@ -120,9 +124,9 @@ def main() -> None:
     machine = {"cpu_count": os.cpu_count(), "python": platform.python_version(), "threads": args.threads,
                "note": "shared 2-core CPU machine (other jobs running): compare ratios within one run"}
     if args.skip != "mot":
-        clips = [write_clip(work / f"moving_{s}.mp4", "moving", frames=args.frames, frame_size=tuple(args.frame_size),
-                            seed=s) for s in range(args.clips)]
-        res = {"benchmark": "tracking_mot", "clips": args.clips, "frames": args.frames,
+        clips = [write_clip(work / f"{kind}_{s}.mp4", kind, frames=args.frames, frame_size=tuple(args.frame_size),
+                            seed=s) for kind in args.kinds for s in range(args.clips)]
+        res = {"benchmark": "tracking_mot", "kinds": args.kinds, "clips_per_kind": args.clips, "frames": args.frames,
                "frame_size": list(args.frame_size), "match": "mask IoU >= 0.5, same class", "machine": machine,
                **mot(args.model, clips, args.threads, work)}
         if args.out_dir:
