@@ -357,14 +357,16 @@ class TritonBackend(Backend):
         return out
 
     def _infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        try:
-            return self._request(images)
-        except ServerUnavailableError as e:
-            self._drop_client()
-            if not self.reconnect:
-                raise
-            self._wait_for_server(str(e))
-            return self._request(images)  # once the server is back; a second loss raises
+        while True:
+            try:
+                return self._request(images)
+            except ServerUnavailableError as e:
+                self._drop_client()
+                if not self.reconnect:
+                    raise
+                # waits (bounded) until the server is back, then the same batch goes again;
+                # raises ServerUnavailableError when the back-off gives up
+                self._wait_for_server(str(e))
 
     def _wait_for_server(self, what: str) -> None:
         t_lost = time.monotonic()
