@@ -72,6 +72,7 @@ def _run(clients: int, make_infer, batches: list[np.ndarray], requests: int, war
         t.start()
     ready.wait()
     if before_timed is not None:
+        time.sleep(0.5)  # NOTE: Triton records an execution's statistics just after its responses
         before_timed()
     t0 = time.perf_counter()
     go.wait()
