@@ -60,6 +60,8 @@ def _add_training_side(sub) -> None:
     dsub = data.add_subparsers(dest="data_command", required=True)
     _add_lazy(dsub.add_parser("synth", help="generate the synthetic COCO-format instance set"),
               "maskrt.train.data.synthetic", "synth")
+    _add_lazy(dsub.add_parser("clip", help="generate a synthetic video clip with ground truth (COCO + MOT, track ids)"),
+              "maskrt.train.data.clips", "clip")
     _add_lazy(sub.add_parser("train", help="train Mask R-CNN on a COCO-format data set (torchrun for several "
                                            "processes)"), "maskrt.train.trainer", "train")
     _add_lazy(sub.add_parser("eval", help="COCO bbox/segm AP of a checkpoint on a COCO-format data set"),
@@ -77,6 +79,9 @@ def _add_runtime_side(sub) -> None:
               "maskrt.runtime.video_cli", "infer")
     _add_lazy(sub.add_parser("video", help="segment a video file, camera, stream or image folder in real time"),
               "maskrt.runtime.video_cli", "video")
+    _add_lazy(sub.add_parser("track-eval", help="MOTA / IDF1 / ID switches of tracked JSON lines against MOT ground "
+                                                 "truth (motmetrics, mask-IoU matching)"),
+              "maskrt.runtime.tracking.evaluate", "track_eval")
     _add_lazy(sub.add_parser("bench", help="latency benchmark: per-stage p50/p90/p99, FPS, FLOP cost model, plots"),
               "maskrt.runtime.bench", "bench")
     _add_lazy(sub.add_parser("serve", help="Triton model repository for a model (--start: serve it on the bundled "

@@ -81,14 +81,16 @@ def test_python_backend_repository(onnx_model, tmp_path):
         write_python_model(onnx_model, tmp_path, name="../up")
 
 
-def _fake_engine(tmp_path, cfg: ModelConfig, batch=(1, 4, 8), plugins=True):
+def _fake_engine(tmp_path, cfg: ModelConfig, batch=(1, 4, 8), plugins=True, runtime="tensorrt"):
     """A placeholder engine file with a valid sidecar, and a placeholder plugin library beside it."""
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"placeholder engine: not a TensorRT plan" + bytes(range(256)))
     lib = tmp_path / "libmaskrt_trt_plugins.so"
     lib.write_bytes(b"\x7fELF placeholder plugin library")
-    meta = EngineMeta(model_config=cfg.to_dict(), tensorrt_version="10.3.0", gpu_name="NVIDIA L4",
-                      compute_capability="8.9", plugins=plugin_versions() if plugins else {},
+    gpu = {"gpu_name": "NVIDIA L4", "compute_capability": "8.9"} if runtime == "tensorrt" else {
+        "gpu_name": None, "compute_capability": None, "compute_capabilities": ("8.9",)}
+    meta = EngineMeta(model_config=cfg.to_dict(), tensorrt_version="10.3.0", runtime=runtime, **gpu,
+                      plugins=plugin_versions() if plugins else {},
                       plugin_library=lib.name if plugins else None, onnx_sha256="0" * 64, precision="fp16",
                       batch=batch, workspace_mib=1024, engine_sha256=file_sha256(engine),
                       engine_size=engine.stat().st_size, created_at=datetime.now(timezone.utc).isoformat(),
@@ -127,6 +129,9 @@ def test_tensorrt_plan_repository_structure(onnx_model, tmp_path):
 
 def test_tensorrt_plan_repository_refusals(onnx_model, tmp_path):
     cfg = OrtBackend(onnx_model).config
+    engine, lib, _ = _fake_engine(tmp_path, cfg, runtime="rtx")
+    with pytest.raises(RepositoryError, match="runs TensorRT engines only"):
+        write_tensorrt_model(engine, tmp_path / "r0")
     engine, lib, _ = _fake_engine(tmp_path, cfg, batch=(2, 4, 8))
     with pytest.raises(RepositoryError, match="profile starts at 2"):
         write_tensorrt_model(engine, tmp_path / "r1")
