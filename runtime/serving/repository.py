@@ -250,7 +250,8 @@ def write_tensorrt_model(engine: str | os.PathLike, out_dir: str | os.PathLike, 
     lo, _opt, hi = meta.batch
     if lo > 1:
         raise RepositoryError(f"{engine}: the engine's batch profile starts at {lo}; Triton's dynamic batcher sends "
-                              "any batch from 1 up: rebuild with a profile from 1 (`maskrt build --batch 1 ...`)")
+                              "any batch from 1 up: rebuild with a profile from 1 "
+                              "(`maskrt build --batch-range 1 OPT MAX`)")
     max_batch = hi if max_batch is None else max_batch
     if _check_positive("max_batch", max_batch) > hi:
         raise RepositoryError(f"max_batch {max_batch} is above the engine's profile maximum {hi}")
