@@ -385,7 +385,8 @@ class TritonBackend(Backend):
                 meta, cfg = self._fetch_model()
             except ServerUnavailableError as e:
                 self._drop_client()
-                what = f"{self.url}: reconnect attempt {attempt} failed ({_first_line(e)})"
+                why = _first_line(e).removeprefix(f"{self.url}: ")
+                what = f"{self.url}: reconnect attempt {attempt} failed ({why})"
                 continue
             if meta.raw != self._meta.raw or _io(cfg) != _io(self._model_config):
                 raise BackendError(f"{self.url}: the server came back with a different model '{self.model}' "
