@@ -33,7 +33,7 @@ from maskrt.runtime.backends.triton import ServerUnavailableError, TritonBackend
 from maskrt.runtime.predictor import Predictor  # noqa: E402
 from maskrt.runtime.serving.repository import write_python_model  # noqa: E402
 from maskrt.runtime.serving.server import ServerError, TritonServer, find_tritonserver  # noqa: E402
-from maskrt.runtime.video import ImageFolderSource, Sink, VideoPipeline  # noqa: E402
+from maskrt.runtime.video import ImageFolderSource, PipelineError, Sink, VideoPipeline  # noqa: E402
 
 try:
     find_tritonserver()
@@ -222,6 +222,13 @@ def test_server_killed_mid_stream_pipeline_reconnects_and_accounts_for_every_fra
             with pytest.raises(ServerUnavailableError, match="gave up after"):
                 remote.infer(remote.prepare(frames[:1])[0])
             assert time.monotonic() - t0 < 10
+            # ... and a pipeline on it ends with that error, at the infer stage, every frame accounted for
+            with pytest.raises(PipelineError) as info:
+                VideoPipeline(ImageFolderSource(sorted(folder.glob("*.png"))[:3]), remote, [_Collect()]).run()
+            err = info.value
+            assert err.stage == "infer" and isinstance(err.error, ServerUnavailableError)
+            st = err.stats
+            assert st.frames_out == 0 and st.frames_in == st.frames_out + st.drops + st.discarded
     finally:
         server.stop()
 
