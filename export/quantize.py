@@ -31,6 +31,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,14 +43,19 @@ from maskrt.runtime.model_meta import META_CALIBRATION, META_PRECISION
 from .calibration import DEFAULT_CALIB_IMAGES, CalibrationImages, OrtCalibrationReader
 from .onnx_export import build_graph, check_model, read_metadata
 
-__all__ = ["CALIB_OPS", "ENV_CALIB_CACHE", "calibrate_ranges", "calibration_cache_dir", "quantize_graph",
-           "quantize_int8"]
+__all__ = ["CALIB_OPS", "Calibration", "ENV_CALIB_CACHE", "calibrate_ranges", "calibration_cache_dir",
+           "load_or_calibrate", "quantize_graph", "quantize_int8"]
 
 log = logging.getLogger("maskrt.quantize")
 
 CALIB_OPS = ("Conv", "Gemm", "MatMul")
 DENSE_PREFIXES = ("front/", "box_head/", "mask_head/")  # the inlined torch.onnx sub-models (onnx_export.py)
 ENV_CALIB_CACHE = "MASKRT_CALIB_CACHE"
+# The dense sub-models' outputs that feed the float32 islands (onnx_export.py names them so).
+HEAD_OUTPUTS = ("front/rpn_logits", "front/rpn_deltas", "box_head/class_logits", "box_head/box_deltas",
+                "mask_head/mask_logits")
+_SHAPE_OPS = frozenset({"Reshape", "Transpose", "Flatten", "Concat", "Squeeze", "Unsqueeze", "Cast", "Identity",
+                        "Slice", "Split"})
 CACHE_VERSION = 1
 METHOD = "minmax"
 
@@ -73,6 +79,53 @@ class _OneBatch:
     def get_next(self) -> dict[str, np.ndarray] | None:
         batch, self.batch = self.batch, None
         return batch
+
+
+def _head_layers(model: onnx.ModelProto) -> set[str]:
+    """Output tensors of the Conv/Gemm/MatMul nodes that make :data:`HEAD_OUTPUTS` (through shape
+    ops only): RPN logits and deltas, class logits, box deltas, mask logits."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    found, stack, seen = set(), [t for t in HEAD_OUTPUTS if t in producers], set()
+    while stack:
+        t = stack.pop()
+        if t in seen or t not in producers:
+            continue
+        seen.add(t)
+        n = producers[t]
+        if n.op_type in CALIB_OPS:
+            found.add(t)
+        elif n.op_type in _SHAPE_OPS:
+            stack.extend(x for x in n.input if x)
+    return found
+
+
+def _drop_output_qdq(model: onnx.ModelProto, tensors: set[str]) -> int:
+    """Removes the Q -> DQ pair on each tensor of ``tensors``: its consumers read the float
+    tensor again. Returns the number of pairs removed."""
+    g = model.graph
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in g.node:
+        for x in n.input:
+            consumers.setdefault(x, []).append(n)
+    drop, rename = [], {}
+    for q in g.node:
+        if q.op_type != "QuantizeLinear" or q.input[0] not in tensors:
+            continue
+        dqs = consumers.get(q.output[0], [])
+        if not dqs or any(d.op_type != "DequantizeLinear" for d in dqs):
+            continue
+        drop.append(q)
+        for d in dqs:
+            drop.append(d)
+            rename[d.output[0]] = q.input[0]
+    keep = [n for n in g.node if not any(n is d for d in drop)]
+    for n in keep:
+        for i, x in enumerate(n.input):
+            if x in rename:
+                n.input[i] = rename[x]
+    del g.node[:]
+    g.node.extend(keep)
+    return sum(n.op_type == "QuantizeLinear" for n in drop)
 
 
 def calibrate_ranges(model: onnx.ModelProto, reader: OrtCalibrationReader) -> dict[str, tuple[float, float]]:
@@ -131,9 +184,61 @@ def quantize_graph(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]
     quantizer.quantize_model()
     quantizer.model.topological_sort()  # the Q/DQ nodes are appended; ONNX wants producers first
     out = quantizer.model.model
+    # NOTE: the layers that make the RPN logits/deltas, class logits, box deltas and mask logits
+    # keep a float32 output: those values enter the float32 islands (decoding, softmax, NMS), and
+    # an int8 grid on box deltas would move every box.
+    _drop_output_qdq(out, _head_layers(model))
     # NOTE: the quantizer may raise the opset; keep the exporter's IR version (ONNX Runtime >= 1.18)
     out.ir_version = model.ir_version
     return out
+
+
+@dataclass(frozen=True)
+class Calibration:
+    ranges: dict[str, tuple[float, float]]
+    key: str  # the cache key
+    model_sha256: str  # of the fp32 graph calibrated
+    images_sha256: str  # CalibrationImages.sha256()
+    images: int  # images the ranges come from
+    cached: bool  # True: read from the cache
+
+
+def load_or_calibrate(reference: onnx.ModelProto, source: CalibrationImages,
+                      cache_dir: str | os.PathLike | None = None, *,
+                      progress: Callable[[str], None] | None = None) -> Calibration:
+    """The activation ranges of ``reference`` (an fp32 graph ONNX Runtime runs) over ``source``:
+    from the calibration cache when its key (graph sha256, image-set hash, settings) is there,
+    else calibrated (:func:`calibrate_ranges`, progress bar) and stored."""
+    say = progress or (lambda s: None)
+    model_sha = hashlib.sha256(reference.SerializeToString()).hexdigest()
+    images_sha = source.sha256()
+    settings = {"version": CACHE_VERSION, "method": METHOD, "ops": list(CALIB_OPS), "model_sha256": model_sha,
+                "images_sha256": images_sha}
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+    cache = Path(cache_dir) if cache_dir is not None else calibration_cache_dir()
+    path = cache / f"{key}.json"
+    if path.is_file():
+        try:
+            doc = json.loads(path.read_text())
+            if {k: doc.get(k) for k in settings} == settings:
+                ranges = {k: (float(v[0]), float(v[1])) for k, v in doc["ranges"].items()}
+                say(f"calibration: cache hit {key[:12]} ({len(ranges)} tensors; model {model_sha[:12]}, images "
+                    f"{images_sha[:12]})")
+                return Calibration(ranges, key, model_sha, images_sha, int(doc["images"]), True)
+            log.warning("calibration cache %s does not match its key: calibrating again", path)
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
+            log.warning("calibration cache %s is unreadable (%s): calibrating again", path, e)
+    t = time.perf_counter()
+    n = min(len(source.files), source.max_batches)
+    reader = OrtCalibrationReader(source, desc=f"calibrating on {n} image(s)")
+    ranges = calibrate_ranges(reference, reader)
+    try:
+        atomic_write_bytes(path, json.dumps({**settings, "images": reader.batches_read, "ranges": ranges}).encode())
+    except OSError as e:
+        log.warning("calibration: could not write the cache %s (%s)", path, e)
+    say(f"calibration: {reader.batches_read} image(s), {len(ranges)} tensors, cached as {path} "
+        f"({time.perf_counter() - t:.1f} s)")
+    return Calibration(ranges, key, model_sha, images_sha, reader.batches_read, False)
 
 
 def quantize_int8(model, flavour: str, calib_dir: str | os.PathLike, *, calib_images: int | None = None,
@@ -147,36 +252,8 @@ def quantize_int8(model, flavour: str, calib_dir: str | os.PathLike, *, calib_im
                                max_batches=calib_images or DEFAULT_CALIB_IMAGES)
     reference = build_graph(model, "ort", "fp32", progress=progress)
     target = reference if flavour == "ort" else build_graph(model, flavour, "fp32", progress=progress)
-    model_sha = hashlib.sha256(reference.SerializeToString()).hexdigest()
-    images_sha = source.sha256()
-    settings = {"version": CACHE_VERSION, "method": METHOD, "ops": list(CALIB_OPS), "model_sha256": model_sha,
-                "images_sha256": images_sha}
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
-    cache = Path(cache_dir) if cache_dir is not None else calibration_cache_dir()
-    path = cache / f"{key}.json"
-    ranges = None
-    if path.is_file():
-        try:
-            doc = json.loads(path.read_text())
-            if {k: doc.get(k) for k in settings} == settings:
-                ranges = {k: (float(v[0]), float(v[1])) for k, v in doc["ranges"].items()}
-        except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
-            log.warning("calibration cache %s is unreadable (%s): calibrating again", path, e)
-    n_images = min(len(source.files), source.max_batches)
-    if ranges is not None:
-        say(f"calibration: cache hit {key[:12]} ({len(ranges)} tensors; model {model_sha[:12]}, images "
-            f"{images_sha[:12]})")
-    else:
-        t = time.perf_counter()
-        reader = OrtCalibrationReader(source, desc=f"calibrating on {n_images} image(s)")
-        ranges = calibrate_ranges(reference, reader)
-        n_images = reader.batches_read
-        try:
-            atomic_write_bytes(path, json.dumps({**settings, "images": n_images, "ranges": ranges}).encode())
-        except OSError as e:
-            log.warning("calibration: could not write the cache %s (%s)", path, e)
-        say(f"calibration: {n_images} image(s), {len(ranges)} tensors, cached as {path} "
-            f"({time.perf_counter() - t:.1f} s)")
+    cal = load_or_calibrate(reference, source, cache_dir, progress=progress)
+    ranges, images_sha, model_sha, key, n_images = cal.ranges, cal.images_sha256, cal.model_sha256, cal.key, cal.images
     t = time.perf_counter()
     out = quantize_graph(target, ranges)
     meta = read_metadata(target)
