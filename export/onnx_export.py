@@ -422,7 +422,9 @@ class _MaskRCNNGraph:
         """Mask probabilities of each detection's class: float [B, D, M, M], zero past the count."""
         g, cfg = self.g, self.cfg
         d, m = cfg.detections_per_img, cfg.mask_resolution
-        pooled = self.pyramid_roi_align(feats, det_boxes, d, cfg.mask_roi_size)
+        # NOTE: named alike in both flavours (the int8 calibration of the ort graph serves the trt one)
+        pooled = g.op("Identity", [self.pyramid_roi_align(feats, det_boxes, d, cfg.mask_roi_size)],
+                      outputs=["masks/pooled"])
         logits = g.inline(mask_head, {"pooled": pooled}, "mask_head")["mask_logits"]  # [B*D, K, M, M]
         cls = g.op("Reshape", [g.op("Cast", [classes], to=INT64), g.i64(-1, 1, 1, 1)])
         cls = g.op("Expand", [cls, g.i64(1, 1, m, m)])
@@ -445,7 +447,8 @@ class _MaskRCNNGraph:
             rois, num_rois = self.rpn(images, f["rpn_logits"], f["rpn_deltas"], dims)
         p = cfg.rpn_post_nms_top_n_test
         with g.scope("box_roi_align"):
-            pooled = self.pyramid_roi_align(feats, rois, p, cfg.box_roi_size)
+            pooled = g.op("Identity", [self.pyramid_roi_align(feats, rois, p, cfg.box_roi_size)],
+                          outputs=["box_roi_align/pooled"])
         bh = g.inline(box_head, {"pooled": pooled}, "box_head")
         with g.scope("detections"):
             count, boxes, scores, classes = self.detections(images, rois, num_rois, bh["class_logits"],
