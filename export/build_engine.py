@@ -14,7 +14,7 @@ Steps, each reported with its time:
    must match it (a one-line error with the export command to run, nothing built);
 2. import the runtime (:mod:`maskrt.runtime.trt_lib`: ``--runtime tensorrt|rtx``, else what is
    installed), find the GPU (TensorRT: required; TensorRT-RTX: optional, the engine targets the
-   ``--compute-capability`` list, default all it supports);
+   ``--compute-capability`` list, default all it supports but 7.5);
 3. look the engine up in the engine cache (``~/.cache/maskrt/engines`` or
    ``$MASKRT_ENGINE_CACHE``; the key is :func:`maskrt.runtime.engine_meta.cache_key`);
 4. load the plugin library ``libmaskrt_trt_plugins.so`` (``--plugins``, else
@@ -76,6 +76,7 @@ from maskrt.runtime.trt_lib import (
     ENV_PLUGINS,
     PLUGIN_LIBRARY_NAME,
     RTX_COMPUTE_CAPABILITIES,
+    RTX_DEFAULT_TARGETS,
     RUNTIMES,
     PluginLibraryError,
     TensorRTUnavailable,
@@ -345,9 +346,10 @@ def check_precision(info: OnnxModelInfo, requested: str | None) -> str:
 
 
 def parse_compute_capabilities(values: Sequence[str] | None) -> tuple[str, ...]:
-    """TensorRT-RTX targets as "major.minor" (``8.6``, ``86`` or ``sm_86``); default: all it supports."""
+    """TensorRT-RTX targets as "major.minor" (``8.6``, ``86`` or ``sm_86``); default
+    :data:`RTX_DEFAULT_TARGETS` (all it supports but Turing, see there)."""
     if not values:
-        return RTX_COMPUTE_CAPABILITIES
+        return RTX_DEFAULT_TARGETS
     out = []
     for v in values:
         t = str(v).strip().lower().removeprefix("sm_").removeprefix("sm")
@@ -580,8 +582,8 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
                         help="tensorrt (TensorRT 10/11, needs the GPU) or rtx (TensorRT-RTX, builds without a GPU); "
                              "default: the one installed, tensorrt first")
     parser.add_argument("--compute-capability", nargs="+", metavar="CC", default=None,
-                        help=f"--runtime rtx: target compute capabilities (default all: "
-                             f"{' '.join(RTX_COMPUTE_CAPABILITIES)})")
+                        help=f"--runtime rtx: target compute capabilities, of {' '.join(RTX_COMPUTE_CAPABILITIES)} "
+                             f"(default {' '.join(RTX_DEFAULT_TARGETS)}: 7.5 cannot compile fp32 GEMMs)")
     parser.add_argument("--batch-range", type=int, nargs=3, metavar=("MIN", "OPT", "MAX"), default=[1, 1, 1],
                         help="batch range of the optimisation profile of 'images' (default 1 1 1)")
     parser.add_argument("--batch", action=_RenamedFlag, new="--batch-range MIN OPT MAX", dest="_old_batch")
