@@ -465,6 +465,10 @@ def build_engine(onnx_path: str | os.PathLike, out_path: str | os.PathLike, *, p
     # 4. plugins
     trt = lib.trt
     logger = trt_logger(lib)
+    n_err = logger.count
+    # NOTE: the builder first: TensorRT's logger finder hands plugins the logger of an existing
+    # builder/runtime; a library loaded before any exists got no logger (its messages went to stderr).
+    builder = trt.Builder(logger)
     lib_path = None
     if info.plugins:
         with steps("plugins") as d:
@@ -473,8 +477,6 @@ def build_engine(onnx_path: str | os.PathLike, out_path: str | os.PathLike, *, p
             d["text"] = f"{lib_path} ({', '.join(sorted(info.plugins))})"
 
     # 5. parse and configure
-    n_err = logger.count
-    builder = trt.Builder(logger)
     network = lib.strongly_typed_network(builder)
     parser = trt.OnnxParser(network, logger)
     with steps("parse ONNX") as d:

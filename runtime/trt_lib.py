@@ -294,6 +294,15 @@ _LOAD_LOCK = threading.Lock()
 
 
 def _registered(registry: Any, name: str, version: str, namespace: str) -> bool:
+    # NOTE: the creator list first: get_creator logs an ERROR for every plugin not (yet) registered,
+    # which would make each first load look like a failure.
+    creators = getattr(registry, "all_creators", None)
+    if creators is not None:
+        try:
+            return any((getattr(c, "name", None), getattr(c, "plugin_version", None),
+                        getattr(c, "plugin_namespace", None)) == (name, version, namespace) for c in creators)
+        except Exception:
+            pass
     try:
         return registry.get_creator(name, version, namespace) is not None  # >= 10: V1 or V3 creators
     except Exception:
