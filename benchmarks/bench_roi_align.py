@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper
-from timing import timeit
 
 from maskrt import _native
+from maskrt.benchmarks.timing import timeit
 
 THREADS = 2
 IMG_H, IMG_W = 800, 1344
@@ -90,11 +90,11 @@ def ort_session(output_size):
     return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "roi_align_cpu.json"))
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.repeats < 10:
         ap.error("--repeats must be >= 10")
 

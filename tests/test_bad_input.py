@@ -498,7 +498,7 @@ def test_sigkill_mid_training_keeps_the_last_checkpoint_and_resume_continues(tra
 
     out = tmp_path / "run"
     ckpt = out / CHECKPOINT_LAST
-    cmd = [sys.executable, "-m", "maskrt", "train", "--data", str(train_data), "--out", str(out), *TRAIN_ARGS,
+    cmd = [sys.executable, "-m", "maskrt", "train", "--data", str(train_data), "--out-dir", str(out), *TRAIN_ARGS,
            "--max-iters", "400", "--checkpoint-every", "1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
@@ -565,11 +565,11 @@ def bad_artefacts(tmp_path_factory, onnx_model):
 
 
 @pytest.mark.parametrize(("args", "command", "words"), [
-    (["infer", "--model", "{d}/cut.onnx", "{d}/img.png", "--out", "{d}/o"], "infer", "cut.onnx"),
-    (["infer", "--model", "{d}/m.engine", "{d}/img.png", "--out", "{d}/o"], "infer", "engine sidecar not found"),
-    (["infer", "--model", "{d}/evil.pt", "{d}/img.png", "--out", "{d}/o"], "infer", "refused: the file's pickle"),
+    (["infer", "--model", "{d}/cut.onnx", "{d}/img.png", "--out-dir", "{d}/o"], "infer", "cut.onnx"),
+    (["infer", "--model", "{d}/m.engine", "{d}/img.png", "--out-dir", "{d}/o"], "infer", "engine sidecar not found"),
+    (["infer", "--model", "{d}/evil.pt", "{d}/img.png", "--out-dir", "{d}/o"], "infer", "refused: the file's pickle"),
     (["export", "--checkpoint", "{d}/cut.pt", "--out", "{d}/x.onnx"], "export", "not a loadable checkpoint"),
-    (["train", "--out", "{d}/run", "--resume"], "train", "refused: the file's pickle references"),
+    (["train", "--out-dir", "{d}/run", "--resume"], "train", "refused: the file's pickle references"),
     (["video", "--model", "{onnx}", "--source", "{d}/not_a_video.mp4"], "video", "cannot open as a video"),
 ])
 def test_cli_errors_are_one_line_without_traceback(bad_artefacts, onnx_model, args, command, words):
@@ -582,7 +582,7 @@ def test_cli_errors_are_one_line_without_traceback(bad_artefacts, onnx_model, ar
 
 def test_cli_debug_shows_the_traceback(bad_artefacts):
     r = _cli("--debug", "infer", "--model", str(bad_artefacts / "evil.pt"), str(bad_artefacts / "img.png"),
-             "--out", str(bad_artefacts / "o"))
+             "--out-dir", str(bad_artefacts / "o"))
     assert r.returncode != 0 and "Traceback" in r.stderr and "refused" in r.stderr
     assert not (bad_artefacts / "PAYLOAD_RAN").exists()
 

@@ -653,7 +653,7 @@ def test_infer_command_on_a_folder(onnx_model, tmp_path):
         cv2.imwrite(str(src / name), demo_image(len(name) + size[0], size))
     (src / "readme.txt").write_text("not an image")
     out = tmp_path / "out"
-    r = _cli("infer", "--model", str(onnx_model), str(src), "--out", str(out), "--threads", "2")
+    r = _cli("infer", "--model", str(onnx_model), str(src), "--out-dir", str(out), "--threads", "2")
     assert r.returncode == 0, r.stderr
     assert "readme.txt" in r.stderr and "3 image(s)" in r.stdout
     assert sorted(p.name for p in out.iterdir()) == ["a.json", "a.png", "b.json", "b.png", "c.json", "c.png"]
@@ -670,7 +670,7 @@ def test_infer_command_on_a_folder(onnx_model, tmp_path):
     one = tmp_path / "one"
     shutil.copy(src / "b.png", tmp_path / "b.png")
     code = ("import sys; from maskrt.runtime.video_cli import main; "
-            f"rc = main(['infer', '--model', {str(onnx_model)!r}, {str(tmp_path / 'b.png')!r}, '--out', "
+            f"rc = main(['infer', '--model', {str(onnx_model)!r}, {str(tmp_path / 'b.png')!r}, '--out-dir', "
             f"{str(one)!r}, '--no-overlay']); "
             "bad = [m for m in ('torch', 'onnx') if m in sys.modules]; print('loaded:', bad); "
             "sys.exit(rc or bool(bad))")
