@@ -73,7 +73,7 @@ class Artefacts:
 
 def _classify(model: str | None) -> tuple[str, Path | None, str | None]:
     """(kind, path, preset name) of a --model value."""
-    from maskrt.runtime.config import PRESETS
+    from maskrt.runtime.config import PRESET_ALIASES, PRESETS
 
     if model is None:
         return "default", DEFAULT_CHECKPOINT, None
@@ -83,7 +83,7 @@ def _classify(model: str | None) -> tuple[str, Path | None, str | None]:
         if not p.is_file():
             raise BenchError(f"--model {model}: no such file")
         return kind, p, None
-    if model in PRESETS:
+    if model in PRESETS or model in PRESET_ALIASES:
         return "preset", None, model
     raise BenchError(f"--model {model!r}: not a .onnx / .pt / .engine file nor a preset name ({sorted(PRESETS)})")
 

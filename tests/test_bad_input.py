@@ -48,7 +48,7 @@ from maskrt.train.model import checkpoint as ckpt_mod
 from maskrt.train.model.checkpoint import load_checkpoint, load_torchvision_weights, read_checkpoint, save_checkpoint
 from maskrt.train.model.mask_rcnn import MaskRCNN
 
-CFG = preset("mnv3-small")
+CFG = preset("mnv3-lite")
 
 
 # ============================================================================ shared fixtures and helpers
@@ -454,7 +454,7 @@ def train_data(tmp_path_factory):
     return root
 
 
-TRAIN_ARGS = ["--config", "mnv3-small", "--min-sizes", "64", "--max-size", "96", "--batch-size", "1",
+TRAIN_ARGS = ["--config", "mnv3-lite", "--min-sizes", "64", "--max-size", "96", "--batch-size", "1",
               "--warmup-iters", "1", "--log-every", "1", "--device", "cpu", "--no-progress", "--seed", "0"]
 
 
@@ -481,12 +481,12 @@ def test_disk_full_during_a_checkpoint_write_keeps_the_previous_checkpoint(train
     monkeypatch.setattr(torch, "save", save_then_fill_the_disk)
     with pytest.raises(OSError, match=r"cannot write .*checkpoint_last\.pt \(disk full\): No space left on device; "
                                       r"the previous file is unchanged") as e:
-        train(cfg, out, data=train_data, model_config="mnv3-small", progress=False)
+        train(cfg, out, data=train_data, model_config="mnv3-lite", progress=False)
     assert e.value.errno == errno.ENOSPC
     assert read_checkpoint(out / CHECKPOINT_LAST)["iteration"] == 2  # the previous one, whole
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]  # no partial file left
     monkeypatch.setattr(torch, "save", real_save)
-    result = train(cfg, out, data=train_data, model_config="mnv3-small", resume=True, progress=False)
+    result = train(cfg, out, data=train_data, model_config="mnv3-lite", resume=True, progress=False)
     assert result.iteration == 6
     assert [r["iter"] for r in read_metrics(out / "metrics.jsonl")] == list(range(1, 7))
 

@@ -39,7 +39,7 @@ def test_errors_are_one_line_and_nonzero(tmp_path):
     r = _run("demo", "--config", "no-such-config")
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == ["maskrt demo: error: unknown config 'no-such-config'; "
-                                             "choose one of ['mnv3', 'mnv3-small', 'r18-small', 'r50']"]
+                                             "choose one of ['mnv3', 'mnv3-lite', 'r18-small', 'r50']"]
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
     r = _run("demo", "--checkpoint", str(bad))
@@ -88,3 +88,16 @@ def test_parity_flavour_is_repeatable():
     argv = ["parity", "--flavour", "trt", "--flavour", "ort"]
     assert build_parser(argv).parse_args(argv).flavour == ["trt", "ort"]
     assert build_parser(["parity"]).parse_args(["parity"]).flavour is None  # all flavours
+
+
+def test_old_preset_name_is_an_alias_with_a_deprecation_line():
+    import warnings
+
+    from maskrt.runtime.config import preset
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        old = preset("mnv3-small")
+    assert [str(w.message) for w in seen] == [
+        "preset 'mnv3-small' is deprecated (its body is MobileNetV3-Large): use 'mnv3-lite'"]
+    assert old == preset("mnv3-lite") and old.backbone == "mobilenet_v3_large"

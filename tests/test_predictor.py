@@ -84,3 +84,27 @@ def test_bad_frames_are_rejected_clearly(onnx_model):
             p.predict(np.zeros((0, 10, 3), np.uint8))
         with pytest.raises(ValueError, match="no frames"):
             p.predict([])
+
+
+def test_prepare_letterboxes_natively_bit_exact_to_the_reference(predictor):
+    """prepare's default path (the native core) gives the OpenCV reference's bytes, on frames the
+    native core reads in place (a crop) and ones prepare must pack first (flipped, channel-reversed,
+    every other column)."""
+    rng = np.random.default_rng(5)
+    base = rng.integers(0, 256, (300, 500, 3), dtype=np.uint8)
+    frames = [base, base[7:250, 11:400], base[::-1], base[:, :, ::-1], base[:, ::2], base[:100, :90]]
+    native = Predictor(predictor.backend)
+    reference = Predictor(predictor.backend, native=False)
+    assert native.native and not reference.native
+    a, infos_a = native.prepare(frames)
+    b, infos_b = reference.prepare(frames)
+    assert a.dtype == np.uint8 and np.array_equal(a, b) and infos_a == infos_b
+
+
+def test_native_prepare_without_the_core_fails_clearly(predictor, monkeypatch):
+    from maskrt.runtime import native_core
+
+    monkeypatch.setattr(native_core, "_core", None)
+    with pytest.raises(native_core.NativeCoreUnavailableError, match="maskrt._core is not available"):
+        Predictor(predictor.backend)
+    Predictor(predictor.backend, native=False).prepare([np.zeros((10, 10, 3), np.uint8)])  # the explicit choice

@@ -129,7 +129,7 @@ class RecordingSink(Sink):
 
 
 # ---------------------------------------------------------------------------- fake model
-CFG = preset("mnv3-small")  # input 320x320, K = 50, M = 28
+CFG = preset("mnv3-lite")  # input 320x320, K = 50, M = 28
 
 
 class FakeBackend(Backend):
@@ -603,16 +603,23 @@ def test_overlay_blends_exactly_the_mask_pixels(native):
 
 
 def test_frame_record_is_the_same_with_and_without_the_native_core(predictor, monkeypatch):
+    from maskrt.runtime import native_core
     from maskrt.runtime.video import sinks
 
     frame = Frame(cv2.resize(demo_image(8, (240, 400)), (600, 360)), 4, 0.16, name="x.png")
     d = predictor.predict(frame.image)
     assert len(d) > 0
     fast = sinks.frame_record(frame, d)
-    monkeypatch.setattr(sinks, "_native_core", lambda: None)
-    slow = sinks.frame_record(frame, d)  # Detections.to_json (pycocotools)
+    slow = sinks.frame_record(frame, d, native=False)  # Detections.to_json (pycocotools)
     assert fast == slow and slow == {"frame": 4, "timestamp": 0.16, "file": "x.png", **d.to_json()}
     assert sinks.frame_record(frame, d, with_masks=False).get("masks") is None
+    # no silent fallback: without the core the native paths fail and say so; native=False still works
+    monkeypatch.setattr(native_core, "_core", None)
+    with pytest.raises(native_core.NativeCoreUnavailableError, match="maskrt._core is not available"):
+        sinks.frame_record(frame, d)
+    with pytest.raises(native_core.NativeCoreUnavailableError):
+        draw_detections(frame.image, d)
+    assert sinks.frame_record(frame, d, native=False) == slow
 
 
 # ============================================================================ command line

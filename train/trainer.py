@@ -854,7 +854,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     the checkpoint) from defaults (taken from the checkpoint)."""
     d = TrainConfig()
     parser.add_argument("--config", default=None,
-                        help="model preset: r18-small, r50, mnv3 (default r18-small; on --resume the checkpoint's)")
+                        help="model preset: r18-small, r50, mnv3, mnv3-lite (default r18-small; on --resume the "
+                             "checkpoint's)")
     parser.add_argument("--data", default=None,
                         help="data folder as written by `maskrt data synth` (annotations/instances_train.json, train/)")
     parser.add_argument("--train-ann", default=None, help="COCO instances JSON (overrides --data)")
