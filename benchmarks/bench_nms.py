@@ -24,7 +24,7 @@ measurement: 3 warm-up calls, then >= 20 timed calls; median and p99 reported. E
 results is checked identical up to score ties (the kept score sequences are equal; ORT does not
 promise our tie order).
 
-    .venv/bin/python benchmarks/bench_nms.py [--repeats 30] [--out benchmarks/results/nms_cpu.json]
+    .venv/bin/python -m maskrt.benchmarks.bench_nms [--repeats 30] [--out benchmarks/results/nms_cpu.json]
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ percentile, linear; with 30 repeats p99 is close to the maximum). Each configura
 once: native paste == reference paste except at pixels within 1e-5 of the threshold, native RLE
 == pycocotools' RLE of the native bitmaps, native letterbox == reference letterbox (bit-exact).
 
-    .venv/bin/python benchmarks/bench_postprocess.py [--repeats 30] [--input-size 384 640]
+    .venv/bin/python -m maskrt.benchmarks.bench_postprocess [--repeats 30] [--input-size 384 640]
         [--no-torch] [--out benchmarks/results/postprocess_cpu.json]
 """
 

@@ -18,7 +18,7 @@ measurement: 2 warm-up calls, then >= 10 timed calls (default 15); median and p9
 results are compared element-wise (max abs diff printed; the kernels share torchvision's float32
 arithmetic, so it is 0 on x86-64).
 
-    .venv/bin/python benchmarks/bench_roi_align.py [--repeats 15] [--out benchmarks/results/roi_align_cpu.json]
+    .venv/bin/python -m maskrt.benchmarks.bench_roi_align [--repeats 15] [--out benchmarks/results/roi_align_cpu.json]
 """
 
 from __future__ import annotations
