@@ -58,16 +58,8 @@ def test_batch_list_and_single_agree_and_backends_agree(onnx_model):
         np.testing.assert_array_equal(a.class_ids, c.class_ids)
 
 
-def test_zero_detections_and_json(tmp_path):
-    from maskrt.export.onnx_export import export_model
-    from maskrt.train.model.checkpoint import load_checkpoint
-    from maskrt.train.model.mask_rcnn import MaskRCNN
-
-    model, _ = load_checkpoint(DEFAULT_CHECKPOINT)
-    strict = MaskRCNN(model.cfg.replace(box_score_thresh=0.999999))
-    strict.load_state_dict(model.state_dict())
-    export_model(strict.eval(), tmp_path / "strict.onnx", "ort")
-    with Predictor.open(tmp_path / "strict.onnx") as p:
+def test_zero_detections_and_json(zero_detection_model):
+    with Predictor.open(zero_detection_model[1]) as p:
         d = p.predict(np.full((100, 150, 3), 127, np.uint8))
     assert len(d) == 0 and d.bitmaps().shape == (0, 100, 150)
     j = d.to_json()

@@ -16,8 +16,9 @@ def soak():
     return importlib.import_module("maskrt.benchmarks.soak")
 
 
-def test_soak_invariants_hold(soak, tmp_path):
-    r = soak.run_soak(FRAMES, workdir=tmp_path, warmup=40, sample_s=0.25)
+def test_soak_invariants_hold(soak, onnx_model, tmp_path):
+    # the session's export of the embedded checkpoint (the soak's own export step is export_model)
+    r = soak.run_soak(FRAMES, model=onnx_model, workdir=tmp_path, warmup=40, sample_s=0.25)
     a = r["accounting"]
     # every frame accounted for: read, through every stage, into both sinks, in order
     assert (a["frames_in"], a["frames_out"], a["drops"], a["discarded"]) == (FRAMES, FRAMES, 0, 0), a
