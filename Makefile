@@ -32,9 +32,12 @@ $(PY):
 	$(PY) -m pip install -q --upgrade pip
 
 # torch==2.13.0 first: it resolves to the local CPU wheel; the extras then find it satisfied.
+# nvidia-pytriton without its dependencies: only its bundled tritonserver is used, and its numpy<2
+# pin would downgrade numpy under opencv 5.
 $(STAMP): $(PY) $(NATIVE_SRC)
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[train,export,dev]'
+	$(PY) -m pip install -q --no-deps nvidia-pytriton==0.7.0  # tritonserver 2.51 for the Triton tests (see pyproject)
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -38,6 +38,8 @@ COMMANDS: tuple[Command, ...] = (
                     "annotated video + latency summary", "maskrt.runtime.cli:demo", "export"),
     Command("data synth", "generate the synthetic COCO-format instance set", "maskrt.train.data.synthetic:synth",
             "train"),
+    Command("data clip", "generate a synthetic video clip with ground truth (COCO + MOT, track ids)",
+            "maskrt.train.data.clips:clip", "train"),
     Command("train", "train Mask R-CNN on a COCO-format data set (torchrun for several processes)",
             "maskrt.train.trainer:train", "train"),
     Command("eval", "COCO bbox/segm AP of a checkpoint on a COCO-format data set", "maskrt.train.evaluate:eval",
@@ -52,8 +54,12 @@ COMMANDS: tuple[Command, ...] = (
             "maskrt.runtime.video_cli:infer"),
     Command("video", "segment a video file, camera, stream or image folder in real time",
             "maskrt.runtime.video_cli:video"),
+    Command("track-eval", "MOTA / IDF1 / ID switches of tracked JSON lines against MOT ground truth (motmetrics, "
+                          "mask-IoU matching)", "maskrt.runtime.tracking.evaluate:track_eval"),
     Command("bench", "latency benchmark: per-stage p50/p90/p99, FPS, FLOP cost model, plots",
             "maskrt.benchmarks.cli:bench"),
+    Command("serve", "Triton model repository for a model (--start: serve it on the bundled tritonserver)",
+            "maskrt.runtime.serving.cli:serve"),
 )
 GROUPS = {"data": "data sets"}  # help of the groups that hold commands named "<group> <command>"
 

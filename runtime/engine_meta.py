@@ -6,9 +6,14 @@ plugins have the versions the engine was built with. The engine file itself says
 a form we can check before TensorRT refuses it (or, worse, misbehaves), so ``maskrt build``
 writes a sidecar next to it: ``M.engine`` -> ``M.engine.json`` holding
 
-* ``format`` / ``format_version`` -- "maskrt.engine" / 1;
+* ``format`` / ``format_version`` -- "maskrt.engine" / 2 (version 1 sidecars, from before
+  ``runtime`` existed, still read: they are TensorRT engines);
 * ``model_config`` -- the ModelConfig (the deployment contract: input size, classes, ...);
-* ``tensorrt_version``, ``gpu_name``, ``compute_capability`` ("8.7") of the build machine;
+* ``runtime`` -- "tensorrt" (TensorRT 10/11) or "rtx" (TensorRT-RTX): an engine runs only with
+  the kind that built it; ``tensorrt_version`` is that runtime's version;
+* ``gpu_name``, ``compute_capability`` ("8.7") of the build GPU (null for TensorRT-RTX
+  CPU-only builds), ``compute_capabilities``: the targets the engine runs on (TensorRT: the
+  build GPU's; TensorRT-RTX: the list given to the builder);
 * ``plugins`` {name: version} the engine uses, ``plugin_library`` (file name, or null when the
   model has no plugin nodes);
 * ``onnx_sha256``, ``precision`` (fp32 | fp16 | int8), ``batch`` [min, opt, max],
@@ -36,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from maskrt.runtime.config import ModelConfig
+from maskrt.runtime.model_meta import PRECISIONS
 
 __all__ = [
     "ENV_ENGINE_CACHE", "EngineMeta", "EngineMetaError", "EngineMismatch", "Environment", "PRECISIONS",
@@ -44,8 +50,9 @@ __all__ = [
 ]
 
 FORMAT = "maskrt.engine"
-FORMAT_VERSION = 1
-PRECISIONS = ("fp32", "fp16", "int8")
+FORMAT_VERSION = 2
+READ_FORMAT_VERSIONS = (1, 2)
+RUNTIMES = ("tensorrt", "rtx")  # = maskrt.runtime.trt_lib.RUNTIMES (no import: this module stays light)
 ENV_ENGINE_CACHE = "MASKRT_ENGINE_CACHE"
 CACHE_KEY_VERSION = 1  # bump when the meaning of a key input changes
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -117,8 +124,8 @@ class EngineMeta:
 
     model_config: dict[str, Any]
     tensorrt_version: str
-    gpu_name: str
-    compute_capability: str
+    gpu_name: str | None
+    compute_capability: str | None
     plugins: dict[str, str]
     plugin_library: str | None
     onnx_sha256: str
@@ -131,21 +138,40 @@ class EngineMeta:
     maskrt_version: str
     calibration: dict[str, Any] | None = None
     format_version: int = FORMAT_VERSION
+    runtime: str = "tensorrt"
+    compute_capabilities: tuple[str, ...] | None = None  # None: (compute_capability,)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "batch", tuple(self.batch))
         object.__setattr__(self, "plugins", dict(self.plugins))
+        if self.compute_capabilities is None and isinstance(self.compute_capability, str):
+            object.__setattr__(self, "compute_capabilities", (self.compute_capability,))
+        elif isinstance(self.compute_capabilities, (list, tuple)):
+            object.__setattr__(self, "compute_capabilities", tuple(self.compute_capabilities))
         self._validate()
 
     def _validate(self) -> None:
         def bad(name: str, why: str) -> EngineMetaError:
             return EngineMetaError(f"field '{name}': {why} (got {getattr(self, name)!r})")
 
-        for name in ("tensorrt_version", "gpu_name", "created_at", "maskrt_version"):
+        if self.runtime not in RUNTIMES:
+            raise bad("runtime", f"must be one of {RUNTIMES}")
+        for name in ("tensorrt_version", "created_at", "maskrt_version"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise bad(name, "must be a non-empty string")
-        if not isinstance(self.compute_capability, str) or not _CC.match(self.compute_capability):
-            raise bad("compute_capability", 'must be "major.minor", e.g. "8.7"')
+        # NOTE: TensorRT builds on the GPU it targets; TensorRT-RTX may build with none (CPU-only
+        # ahead-of-time builds), so there the build GPU is optional and the targets say it all.
+        gpu_optional = self.runtime == "rtx"
+        if not (gpu_optional and self.gpu_name is None) and (not isinstance(self.gpu_name, str) or not self.gpu_name):
+            raise bad("gpu_name", "must be a non-empty string" + (" or null" if gpu_optional else ""))
+        if not (gpu_optional and self.compute_capability is None) and (
+                not isinstance(self.compute_capability, str) or not _CC.match(self.compute_capability)):
+            raise bad("compute_capability", 'must be "major.minor", e.g. "8.7"' + (" or null" if gpu_optional else ""))
+        ccs = self.compute_capabilities
+        if not isinstance(ccs, tuple) or not ccs or not all(isinstance(c, str) and _CC.match(c) for c in ccs):
+            raise bad("compute_capabilities", 'must be a non-empty list of "major.minor"')
+        if self.runtime == "tensorrt" and ccs != (self.compute_capability,):
+            raise bad("compute_capabilities", "a TensorRT engine runs on its build GPU's compute capability only")
         for name in ("onnx_sha256", "engine_sha256"):
             if not isinstance(getattr(self, name), str) or not _SHA256.match(getattr(self, name)):
                 raise bad(name, "must be 64 lower-case hex digits")
@@ -172,8 +198,10 @@ class EngineMeta:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise bad(name, "must be a positive integer")
-        if self.format_version != FORMAT_VERSION:
-            raise bad("format_version", f"this maskrt reads format_version {FORMAT_VERSION}")
+        if self.format_version not in READ_FORMAT_VERSIONS:
+            raise bad("format_version", f"this maskrt reads format_version {READ_FORMAT_VERSIONS}")
+        if self.format_version == 1 and self.runtime != "tensorrt":
+            raise bad("runtime", "format_version 1 sidecars are TensorRT engines")
         if (self.precision == "int8") != (self.calibration is not None):
             raise bad("calibration", "is required for int8 engines and only for them")
         if self.calibration is not None and not isinstance(self.calibration, dict):
@@ -193,6 +221,7 @@ class EngineMeta:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["batch"] = list(self.batch)
+        d["compute_capabilities"] = list(self.compute_capabilities or ())
         return {"format": FORMAT, **d}
 
     def to_json(self) -> str:
@@ -257,12 +286,15 @@ def read_engine_meta(engine_path: str | os.PathLike) -> EngineMeta:
 # ---------------------------------------------------------------------------- environment
 @dataclass(frozen=True)
 class Environment:
-    """What decides whether an engine runs here. ``None``: could not be determined."""
+    """What decides whether an engine runs here. ``None``: could not be determined.
+
+    ``runtime``: the TensorRT kind the versions are of ("tensorrt" | "rtx"; None: unknown)."""
 
     tensorrt_version: str | None = None
     gpu_name: str | None = None
     compute_capability: str | None = None
     plugins: dict[str, str] | None = field(default=None)
+    runtime: str | None = None
 
 
 def import_cudart():
@@ -320,17 +352,15 @@ def _gpu_from_nvidia_smi(device: int | None) -> tuple[str, str] | None:
     return (name.strip(), cc) if _CC.match(cc) else None
 
 
-def current_environment(*, device: int | None = None, plugins: Mapping[str, str] | None = None) -> Environment:
-    """TensorRT version, GPU name and compute capability of this machine, and the plugin versions
-    of this install (``plugins`` overrides them). Each is None where it cannot be determined:
-    TensorRT not importable, no cuda-python and no nvidia-smi, no device."""
-    trt_version = None
-    try:
-        import tensorrt  # type: ignore[import-not-found]
+def current_environment(*, device: int | None = None, plugins: Mapping[str, str] | None = None,
+                        runtime: str = "tensorrt") -> Environment:
+    """The version of the TensorRT of kind ``runtime`` ("tensorrt" | "rtx"), the GPU name and
+    compute capability of this machine, and the plugin versions of this install (``plugins``
+    overrides them). Each is None where it cannot be determined: that TensorRT not importable,
+    no cuda-python and no nvidia-smi, no device."""
+    from maskrt.runtime.trt_lib import installed_runtime
 
-        trt_version = str(tensorrt.__version__)
-    except Exception:  # ImportError, or OSError from a broken install: "not available"
-        pass
+    lib = installed_runtime(runtime)
     gpu = None
     cudart = import_cudart()
     if cudart is not None:
@@ -344,25 +374,36 @@ def current_environment(*, device: int | None = None, plugins: Mapping[str, str]
             plugins = plugin_versions()
         except ValueError:
             plugins = None
-    return Environment(trt_version, gpu[0] if gpu else None, gpu[1] if gpu else None,
-                       dict(plugins) if plugins is not None else None)
+    return Environment(lib.version if lib is not None else None, gpu[0] if gpu else None, gpu[1] if gpu else None,
+                       dict(plugins) if plugins is not None else None, runtime)
+
+
+_RUNTIME_LABEL = {"tensorrt": "TensorRT", "rtx": "TensorRT-RTX"}
 
 
 def check_compatible(meta: EngineMeta, env: Environment) -> None:
-    """Raise EngineMismatch listing everything that differs between the engine's build machine
-    (``meta``) and ``env``: TensorRT version, compute capability, GPU name, plugin versions.
-    Fields of ``env`` that are None (unknown here) are not compared.
+    """Raise EngineMismatch listing everything that differs between the engine's build
+    (``meta``) and ``env``: runtime kind, its version, compute capability, GPU name, plugin
+    versions. Fields of ``env`` that are None (unknown here) are not compared.
 
-    NOTE: TensorRT versions must match exactly (engines are not portable across TensorRT
-    releases unless built version-compatible, which maskrt does not do); GPU names are compared
-    too because TensorRT tunes tactics for one GPU model, not only one compute capability.
+    NOTE: versions must match exactly (engines are not portable across TensorRT releases unless
+    built version-compatible, which maskrt does not do). TensorRT engines are tuned for one GPU
+    model, so the GPU name is compared too; TensorRT-RTX engines run on any GPU whose compute
+    capability is one of their targets.
     """
     diffs: list[str] = []
+    label = _RUNTIME_LABEL[meta.runtime]
+    if env.runtime is not None and env.runtime != meta.runtime:
+        raise EngineMismatch(f"engine was built with {label} and runs only with it, not with "
+                             f"{_RUNTIME_LABEL.get(env.runtime, env.runtime)}: open it with the runtime that built it "
+                             f"or rebuild it with `maskrt build --runtime {env.runtime}`")
     if env.tensorrt_version is not None and env.tensorrt_version != meta.tensorrt_version:
-        diffs.append(f"TensorRT {meta.tensorrt_version} (engine) vs {env.tensorrt_version} (here)")
-    if env.compute_capability is not None and env.compute_capability != meta.compute_capability:
-        diffs.append(f"compute capability {meta.compute_capability} (engine) vs {env.compute_capability} (here)")
-    if env.gpu_name is not None and env.gpu_name != meta.gpu_name:
+        diffs.append(f"{label} {meta.tensorrt_version} (engine) vs {env.tensorrt_version} (here)")
+    ccs = meta.compute_capabilities or ()
+    if env.compute_capability is not None and env.compute_capability not in ccs:
+        targets = ccs[0] if len(ccs) == 1 else "one of " + ", ".join(ccs)
+        diffs.append(f"compute capability {targets} (engine) vs {env.compute_capability} (here)")
+    if meta.runtime == "tensorrt" and env.gpu_name is not None and env.gpu_name != meta.gpu_name:
         diffs.append(f"GPU '{meta.gpu_name}' (engine) vs '{env.gpu_name}' (here)")
     if env.plugins is not None:
         for name in sorted(meta.plugins):
@@ -386,13 +427,15 @@ def engine_cache_dir() -> Path:
 
 
 def cache_key(*, onnx_sha256: str, precision: str, batch: Sequence[int], tensorrt_version: str,
-              compute_capability: str, plugins: Mapping[str, str], calibration_sha256: str | None = None,
-              gpu_name: str | None = None, workspace_mib: int | None = None) -> str:
+              compute_capability: str | Sequence[str], plugins: Mapping[str, str],
+              calibration_sha256: str | None = None, gpu_name: str | None = None, workspace_mib: int | None = None,
+              runtime: str = "tensorrt") -> str:
     """Hex sha256 naming an engine in the cache: everything that changes the engine.
 
     Inputs: the ONNX bytes' hash, precision, batch profile, TensorRT version, compute capability,
-    plugin versions, and for int8 the hash of the calibration input (required then, refused
-    otherwise). ``gpu_name`` and ``workspace_mib`` also go in when given (the builder gives them:
+    plugin versions, the runtime kind, and for int8 the hash of the calibration input (required
+    then, refused otherwise). ``compute_capability``: one "major.minor", or the list of targets
+    (TensorRT-RTX). ``gpu_name`` and ``workspace_mib`` also go in when given (the builder gives them:
     tactics are chosen per GPU model and within the workspace limit).
     """
     if not isinstance(onnx_sha256, str) or not _SHA256.match(onnx_sha256):
@@ -403,18 +446,23 @@ def cache_key(*, onnx_sha256: str, precision: str, batch: Sequence[int], tensorr
         raise ValueError("calibration_sha256 is required for int8 and only for int8")
     if not tensorrt_version or not isinstance(tensorrt_version, str):
         raise ValueError(f"tensorrt_version: expected a version string, got {tensorrt_version!r}")
-    if not isinstance(compute_capability, str) or not _CC.match(compute_capability):
-        raise ValueError(f"compute_capability: expected 'major.minor', got {compute_capability!r}")
+    ccs = [compute_capability] if isinstance(compute_capability, str) else list(compute_capability)
+    if not ccs or not all(isinstance(c, str) and _CC.match(c) for c in ccs):
+        raise ValueError(f"compute_capability: expected 'major.minor' (or a list of them), got {compute_capability!r}")
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime: expected one of {RUNTIMES}, got {runtime!r}")
     doc = {
         "key_version": CACHE_KEY_VERSION,
         "onnx_sha256": onnx_sha256,
         "precision": precision,
         "batch": list(check_batch_profile(batch)),
         "tensorrt_version": tensorrt_version,
-        "compute_capability": compute_capability,
+        "compute_capability": ccs[0] if isinstance(compute_capability, str) else ccs,
         "plugins": {str(k): str(v) for k, v in plugins.items()},
         "calibration_sha256": calibration_sha256,
         "gpu_name": gpu_name,
         "workspace_mib": workspace_mib,
     }
+    if runtime != "tensorrt":  # NOTE: only then: the keys of TensorRT engines stay what they were
+        doc["runtime"] = runtime
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode("utf-8")).hexdigest()

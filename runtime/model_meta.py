@@ -13,3 +13,8 @@ META_CONFIG = "maskrt.model_config"  # ModelConfig JSON (runtime/config.py)
 META_FLAVOUR = "maskrt.flavour"  # "ort" | "trt"
 META_PLUGINS = "maskrt.plugins"  # trt flavour: JSON {plugin name: version} of the plugin table
 META_FORMAT = "maskrt.format_version"  # FORMAT_VERSION
+# "fp32" | "fp16" | "int8": the precision decided in the graph (maskrt export --precision); absent = fp32
+META_PRECISION = "maskrt.precision"
+# int8: JSON {"sha256": hash of the calibration images, "images": N, "method": ...} (export/quantize.py)
+META_CALIBRATION = "maskrt.calibration"
+PRECISIONS = ("fp32", "fp16", "int8")

@@ -1,7 +1,7 @@
 """``Predictor``: frames in, ``Detections`` in original-image coordinates out, on any backend.
 
     with Predictor.open("model.onnx") as p:       # .onnx -> ONNX Runtime, .engine/.plan -> TensorRT,
-        dets = p.predict(frame)                   # .pt -> PyTorch
+        dets = p.predict(frame)                   # .pt -> PyTorch, triton://host:port/model -> Triton
         print(len(dets), dets.class_names, dets.bitmaps().shape)
 
 The three steps are separate methods so the video pipeline can run them on different threads:
@@ -47,8 +47,16 @@ class FrameInfo:
 
 def open_backend(artifact: str | os.PathLike, **kwargs: Any) -> Backend:
     """The backend an artefact needs, chosen by its suffix (not opened):
-    ``.onnx`` -> OrtBackend, ``.engine``/``.plan``/``.trt`` -> TrtBackend, ``.pt``/``.pth`` -> TorchBackend.
-    ``kwargs`` go to the backend's constructor."""
+    ``.onnx`` -> OrtBackend, ``.engine``/``.plan``/``.trt`` -> TrtBackend, ``.pt``/``.pth`` -> TorchBackend;
+    a URL ``triton://HOST:PORT/MODEL`` (``triton+http://`` for HTTP) -> TritonBackend (a model on a
+    Triton server). ``kwargs`` go to the backend's constructor."""
+    if isinstance(artifact, str) and "://" in artifact:
+        from maskrt.runtime.backends.triton import TritonBackend, is_triton_url
+
+        if not is_triton_url(artifact):
+            raise ValueError(f"{artifact}: unknown URL scheme; a model on a Triton server is "
+                             "triton://HOST:PORT/MODEL (gRPC) or triton+http://HOST:PORT/MODEL")
+        return TritonBackend(artifact, **kwargs)
     path = Path(artifact)
     suffix = path.suffix.lower()
     if suffix in ONNX_SUFFIXES:

@@ -24,6 +24,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from maskrt.export import build_engine as be
+from maskrt.export import calibration
 from maskrt.runtime import engine_meta as em
 from maskrt.runtime.config import maskrcnn_resnet18_fpn_small
 from maskrt.runtime.letterbox import letterbox, letterbox_size
@@ -37,20 +38,33 @@ VERSIONS = plugin_versions(TABLE)
 # ============================================================================ helpers
 def tiny_model(*, flavour: str | None = "trt", config=CFG, plugins: dict | None = None, batch: int | str = "batch",
                input_hw: tuple[int, int] | None = None, drop: tuple[str, ...] = (), fmt: str | None = "1",
-               plugin_nodes: tuple[tuple[str, str], ...] = ()) -> onnx.ModelProto:
+               plugin_nodes: tuple[tuple[str, str], ...] = (), precision: str | None = None) -> onnx.ModelProto:
     """A valid contract graph: every output is a function of the mean pixel of each image.
 
     images uint8 [B, H, W, 3] -> num_detections int32 [B], boxes float32 [B, K, 4], scores float32
     [B, K], classes int32 [B, K], masks float32 [B, K, M, M]. ``plugin_nodes``: (op_type,
-    plugin_version) nodes in the maskrt domain added unconnected (metadata tests only)."""
+    plugin_version) nodes in the maskrt domain added unconnected (metadata tests only).
+    ``precision`` "fp16": the mean is taken in float16 (Cast in, Cast out); "int8": the pixels
+    pass a QuantizeLinear/DequantizeLinear pair first; both recorded in the metadata."""
     h, w = input_hw or config.input_size
     k, m = config.detections_per_img, config.mask_resolution
     i64 = lambda name, vals: helper.make_tensor(name, TensorProto.INT64, [len(vals)], vals)  # noqa: E731
     inits = [i64("s_b", [-1]), i64("s_b1", [-1, 1]), i64("s_b11", [-1, 1, 1]), i64("s_b111", [-1, 1, 1, 1]),
              i64("e_box", [1, k, 4]), i64("e_score", [1, k]), i64("e_mask", [1, k, m, m])]
-    nodes = [
-        helper.make_node("Cast", ["images"], ["x"], to=TensorProto.FLOAT),
-        helper.make_node("ReduceMean", ["x"], ["mean"], axes=[1, 2, 3], keepdims=1),  # [B, 1, 1, 1]
+    nodes = [helper.make_node("Cast", ["images"], ["x"], to=TensorProto.FLOAT)]
+    if precision == "fp16":
+        nodes += [helper.make_node("Cast", ["x"], ["x16"], to=TensorProto.FLOAT16),
+                  helper.make_node("ReduceMean", ["x16"], ["mean16"], axes=[1, 2, 3], keepdims=1),
+                  helper.make_node("Cast", ["mean16"], ["mean"], to=TensorProto.FLOAT)]
+    elif precision == "int8":
+        inits += [helper.make_tensor("q_scale", TensorProto.FLOAT, [], [2.0]),
+                  helper.make_tensor("q_zero", TensorProto.INT8, [], [0])]
+        nodes += [helper.make_node("QuantizeLinear", ["x", "q_scale", "q_zero"], ["xq"]),
+                  helper.make_node("DequantizeLinear", ["xq", "q_scale", "q_zero"], ["xdq"]),
+                  helper.make_node("ReduceMean", ["xdq"], ["mean"], axes=[1, 2, 3], keepdims=1)]
+    else:
+        nodes += [helper.make_node("ReduceMean", ["x"], ["mean"], axes=[1, 2, 3], keepdims=1)]  # [B, 1, 1, 1]
+    nodes += [
         helper.make_node("Reshape", ["mean", "s_b"], ["m_b"]),
         helper.make_node("Cast", ["m_b"], ["num_detections"], to=TensorProto.INT32),
         helper.make_node("Reshape", ["mean", "s_b11"], ["m_b11"]),
@@ -85,6 +99,10 @@ def tiny_model(*, flavour: str | None = "trt", config=CFG, plugins: dict | None 
         meta[be.META_CONFIG] = config.to_json()
     if flavour == "trt" and "plugins" not in drop:
         meta[be.META_PLUGINS] = json.dumps(plugins if plugins is not None else {}, sort_keys=True)
+    if precision is not None:
+        meta[be.META_PRECISION] = precision
+    if precision == "int8":
+        meta[be.META_CALIBRATION] = json.dumps({"sha256": "d" * 64, "images": 4, "method": "minmax"})
     for key, value in meta.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
@@ -153,8 +171,9 @@ def test_sidecar_round_trip(tmp_path):
     assert side == tmp_path / "m.engine.json" == em.sidecar_path(engine)
     assert [p.name for p in tmp_path.iterdir()] == ["m.engine.json"]  # no temporary file left
     d = json.loads(side.read_text())
-    assert d["format"] == "maskrt.engine" and d["format_version"] == 1 and d["batch"] == [1, 2, 4]
+    assert d["format"] == "maskrt.engine" and d["format_version"] == 2 and d["batch"] == [1, 2, 4]
     assert d["compute_capability"] == "8.7" and d["plugins"] == VERSIONS
+    assert d["runtime"] == "tensorrt" and d["compute_capabilities"] == ["8.7"]
     back = em.read_engine_meta(engine)
     assert back == meta
     assert em.read_engine_meta(side) == meta  # the sidecar path itself works too
@@ -187,7 +206,12 @@ def test_sidecar_missing_and_invalid_fields(tmp_path):
 
     check({k: v for k, v in good.items() if k != "tensorrt_version"}, r"missing field\(s\) \['tensorrt_version'\]")
     check({**good, "colour": "red"}, r"unknown field\(s\) \['colour'\]")
-    check({**good, "format_version": 2}, "newer than this maskrt reads")
+    check({**good, "format_version": 3}, "newer than this maskrt reads")
+    check({**good, "runtime": "onnxruntime"}, "runtime")
+    check({**good, "gpu_name": None}, "gpu_name")  # TensorRT engines name their build GPU
+    check({**good, "compute_capabilities": ["8.7", "9.0"]}, "build GPU's compute capability only")
+    check({**good, "runtime": "rtx", "compute_capabilities": []}, "compute_capabilities")
+    check({**good, "format_version": 1, "runtime": "rtx"}, "format_version 1 sidecars are TensorRT engines")
     check({**good, "batch": [4, 2, 1]}, "min <= opt <= max")
     check({**good, "batch": "1 2 4"}, "wrong type")
     check({**good, "compute_capability": "sm_87"}, "compute_capability")
@@ -202,6 +226,16 @@ def test_sidecar_missing_and_invalid_fields(tmp_path):
     ok = {**good, "plugins": {}, "plugin_library": None}
     (tmp_path / "m.engine.json").write_text(json.dumps(ok))
     assert em.read_engine_meta(engine).plugin_library is None
+    # a version-1 sidecar (before `runtime`) is a TensorRT engine for its build GPU
+    v1 = {k: v for k, v in good.items() if k not in ("runtime", "compute_capabilities")}
+    (tmp_path / "m.engine.json").write_text(json.dumps({**v1, "format_version": 1}))
+    old = em.read_engine_meta(engine)
+    assert old.runtime == "tensorrt" and old.compute_capabilities == ("8.7",)
+    # TensorRT-RTX CPU-only builds have no build GPU, only targets
+    rtx = {**good, "runtime": "rtx", "gpu_name": None, "compute_capability": None,
+           "compute_capabilities": ["8.6", "8.9"]}
+    (tmp_path / "m.engine.json").write_text(json.dumps(rtx))
+    assert em.read_engine_meta(engine).compute_capabilities == ("8.6", "8.9")
 
 
 # ============================================================================ compatibility
@@ -349,8 +383,9 @@ def _build_args(*argv: str) -> argparse.Namespace:
 def test_build_without_tensorrt_says_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # TensorRT absent, whatever this machine has
     onnx_path = save(tiny_model(), tmp_path / "m.onnx")
-    args = _build_args("--onnx", str(onnx_path), "--out", str(tmp_path / "m.engine"), "--fp16",
-                       "--batch", "1", "2", "4")
+    monkeypatch.setitem(sys.modules, "tensorrt_rtx", None)
+    args = _build_args("--onnx", str(onnx_path), "--out", str(tmp_path / "m.engine"),
+                       "--batch-range", "1", "2", "4")
     with pytest.raises(be.TensorRTUnavailable) as info:
         be.run_build(args)
     assert str(info.value).startswith("TensorRT is not installed: pip install 'maskrt[trt]' on a machine with an "
@@ -370,6 +405,7 @@ def test_maskrt_build_command_exits_nonzero_with_one_line(tmp_path, monkeypatch,
     if "build" not in sub.choices:
         pytest.skip("runtime/cli.py does not wire `maskrt build` yet")
     monkeypatch.setitem(sys.modules, "tensorrt", None)
+    monkeypatch.setitem(sys.modules, "tensorrt_rtx", None)
     onnx_path = save(tiny_model(), tmp_path / "m.onnx")
     rc = cli.main(["build", "--onnx", str(onnx_path), "--out", str(tmp_path / "m.engine")])
     err = capsys.readouterr().err.strip().splitlines()
@@ -378,22 +414,36 @@ def test_maskrt_build_command_exits_nonzero_with_one_line(tmp_path, monkeypatch,
     assert not any("Traceback" in line for line in err)
 
 
-def test_build_argument_errors(tmp_path, monkeypatch):
+def test_build_argument_errors(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "tensorrt", None)
+    monkeypatch.setitem(sys.modules, "tensorrt_rtx", None)
     onnx_path = save(tiny_model(batch=1), tmp_path / "m.onnx")
     out = str(tmp_path / "m.engine")
-    with pytest.raises(ValueError, match="need --int8"):
-        be.run_build(_build_args("--onnx", str(onnx_path), "--out", out, "--calib", str(tmp_path)))
-    with pytest.raises(ValueError, match="--int8 needs --calib DIR"):
-        be.run_build(_build_args("--onnx", str(onnx_path), "--out", out, "--int8"))
+    # strongly typed: the graph's precision decides; a flag that disagrees names the export to run
+    for flag in ("--int8", "--fp16"):
+        with pytest.raises(be.OnnxModelError) as info:
+            be.run_build(_build_args("--onnx", str(onnx_path), "--out", out, flag))
+        msg = str(info.value)
+        assert f"the graph is fp32 but {flag} asks for {flag[2:]}" in msg and "\n" not in msg
+        assert f"maskrt export --flavour trt --precision {flag[2:]}" in msg
+    assert not Path(out).exists()
     with pytest.raises(ValueError, match="min <= opt <= max"):
-        be.run_build(_build_args("--onnx", str(onnx_path), "--out", out, "--batch", "4", "2", "8"))
+        be.run_build(_build_args("--onnx", str(onnx_path), "--out", out, "--batch-range", "4", "2", "8"))
+    from maskrt.runtime.cli import RenamedOptionError
+
+    with pytest.raises(RenamedOptionError, match=r"^--batch was renamed: use --batch-range MIN OPT MAX"):
+        _build_args("--onnx", str(onnx_path), "--out", out, "--batch", "1", "2", "4")  # the old name
+    with pytest.raises(ValueError, match="TensorRT-RTX targets"):
+        be.run_build(_build_args("--onnx", str(onnx_path), "--out", out, "--compute-capability", "9.0"))
+    with pytest.raises(ValueError, match="for --runtime rtx"):
+        be.run_build(_build_args("--onnx", str(onnx_path), "--out", out, "--runtime", "tensorrt",
+                                 "--compute-capability", "8.6"))
     with pytest.raises(ValueError, match="workspace"):
         be.run_build(_build_args("--onnx", str(onnx_path), "--out", out, "--workspace", "0"))
     with pytest.raises(ValueError, match="sidecar"):
         be.run_build(_build_args("--onnx", str(onnx_path), "--out", out + ".json"))
-    with pytest.raises(ValueError, match=r"fixed batch of 1: use --batch 1 1 1"):
-        be.run_build(_build_args("--onnx", str(onnx_path), "--out", out, "--batch", "1", "2", "4"))
+    with pytest.raises(ValueError, match=r"fixed batch of 1: use --batch-range 1 1 1"):
+        be.run_build(_build_args("--onnx", str(onnx_path), "--out", out, "--batch-range", "1", "2", "4"))
     with pytest.raises(SystemExit):  # argparse: --fp16 and --int8 exclude each other
         _build_args("--onnx", str(onnx_path), "--out", out, "--fp16", "--int8")
 
@@ -524,7 +574,7 @@ def test_calibration_images_batches_and_warnings(tmp_path, caplog):
     (folder / "notes.txt").write_text("not an image")
     (folder / "img_2b.jpg").write_bytes(b"\xff\xd8 garbage, not a JPEG")  # sorts between img_2 and img_3
     with caplog.at_level(logging.WARNING, logger="maskrt.build"):
-        src = be.CalibrationImages(folder, (64, 96), batch_size=2, max_batches=10)
+        src = calibration.CalibrationImages(folder, (64, 96), batch_size=2, max_batches=10)
         batches = list(src.batches())
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("notes.txt" in w and "not images" in w for w in warnings)
@@ -535,42 +585,42 @@ def test_calibration_images_batches_and_warnings(tmp_path, caplog):
     # PNG is lossless: each slot is the letterbox of the original pixels, in name order
     for i in range(4):
         np.testing.assert_array_equal(batches[i // 2][i % 2], letterbox(images[i], (64, 96)).image)
-    assert len(list(be.CalibrationImages(folder, (64, 96), batch_size=1, max_batches=3).batches())) == 3
+    assert len(list(calibration.CalibrationImages(folder, (64, 96), batch_size=1, max_batches=3).batches())) == 3
 
 
 def test_calibration_images_errors(tmp_path):
     with pytest.raises(ValueError, match="not a directory"):
-        be.CalibrationImages(tmp_path / "missing", (64, 96))
+        calibration.CalibrationImages(tmp_path / "missing", (64, 96))
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="has no images"):
-        be.CalibrationImages(tmp_path / "empty", (64, 96))
+        calibration.CalibrationImages(tmp_path / "empty", (64, 96))
     (tmp_path / "text").mkdir()
     (tmp_path / "text" / "a.txt").write_text("x")
     with pytest.raises(ValueError, match="has no images"):
-        be.CalibrationImages(tmp_path / "text", (64, 96))
+        calibration.CalibrationImages(tmp_path / "text", (64, 96))
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "a.png").write_bytes(b"not a png")
     with pytest.raises(ValueError, match="fewer readable images than one batch"):
-        list(be.CalibrationImages(tmp_path / "broken", (64, 96)).batches())
+        list(calibration.CalibrationImages(tmp_path / "broken", (64, 96)).batches())
     _write_images(tmp_path / "one", 1)
     with pytest.raises(ValueError, match="fewer readable images than one batch \\(2\\)"):
-        list(be.CalibrationImages(tmp_path / "one", (64, 96), batch_size=2).batches())
+        list(calibration.CalibrationImages(tmp_path / "one", (64, 96), batch_size=2).batches())
     with pytest.raises(ValueError, match="batch_size"):
-        be.CalibrationImages(tmp_path / "one", (64, 96), batch_size=0)
+        calibration.CalibrationImages(tmp_path / "one", (64, 96), batch_size=0)
 
 
 def test_calibration_hash_follows_the_images(tmp_path):
     folder = tmp_path / "calib"
     _write_images(folder, 3)
-    h = be.CalibrationImages(folder, (64, 96)).sha256()
-    assert h == be.CalibrationImages(folder, (64, 96)).sha256()
-    assert h != be.CalibrationImages(folder, (64, 96), batch_size=2).sha256()
-    assert h != be.CalibrationImages(folder, (64, 96), max_batches=5).sha256()
-    assert h != be.CalibrationImages(folder, (96, 96)).sha256()
+    h = calibration.CalibrationImages(folder, (64, 96)).sha256()
+    assert h == calibration.CalibrationImages(folder, (64, 96)).sha256()
+    assert h != calibration.CalibrationImages(folder, (64, 96), batch_size=2).sha256()
+    assert h != calibration.CalibrationImages(folder, (64, 96), max_batches=5).sha256()
+    assert h != calibration.CalibrationImages(folder, (96, 96)).sha256()
     img = cv2.imread(str(folder / "img_1.png"))
     img[0, 0] ^= 1
     cv2.imwrite(str(folder / "img_1.png"), img)
-    assert be.CalibrationImages(folder, (64, 96)).sha256() != h
+    assert calibration.CalibrationImages(folder, (64, 96)).sha256() != h
 
 
 # ============================================================================ TensorRT (skips without it)
@@ -620,3 +670,81 @@ def test_trt_build_reports_a_missing_plugin_library(trt_gpu, tmp_path, monkeypat
     onnx_path = save(tiny_model(plugins=VERSIONS), tmp_path / "m.onnx")
     with pytest.raises(be.PluginLibraryError, match="MASKRT_TRT_PLUGINS"):
         be.build_engine(onnx_path, tmp_path / "m.engine", use_cache=False)
+
+
+# ============================================================================ TensorRT-RTX: real builds on the CPU
+@pytest.fixture
+def rtx():
+    """TensorRT-RTX (the dev extra installs it): its builder works without a GPU."""
+    pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX not installed (pip install 'maskrt[rtx]')")
+    from maskrt.runtime.trt_lib import import_tensorrt
+
+    return import_tensorrt("rtx")
+
+
+def test_rtx_import_makes_the_unversioned_library_name(rtx):
+    """The parser dlopens libtensorrt_rtx.so; the wheel ships .so.1: trt_lib links it (once)."""
+    import tensorrt_rtx_libs
+
+    from maskrt.runtime.trt_lib import ensure_rtx_library_name
+
+    folder = Path(tensorrt_rtx_libs.__file__).parent
+    link = folder / "libtensorrt_rtx.so"
+    assert link.exists() and link.resolve() == (folder / "libtensorrt_rtx.so.1").resolve()
+    assert ensure_rtx_library_name(rtx.trt) == link  # idempotent
+
+
+@pytest.mark.trt
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_rtx_builds_strongly_typed_engines_on_the_cpu(rtx, tmp_path, precision):
+    """A real strongly typed build of the plugin-free contract graph at each precision: the
+    profile, the sidecar (runtime, targets, calibration), the cache; the precision is the graph's."""
+    onnx_path = save(tiny_model(precision=precision), tmp_path / "m.onnx")
+    flag = None if precision == "fp32" else precision
+    lines: list[str] = []
+    res = be.build_engine(onnx_path, tmp_path / "m.engine", precision=flag, batch=(1, 2, 4), workspace_mib=64,
+                          runtime="rtx", compute_capabilities=["86", "sm_89"], cache_dir=tmp_path / "cache",
+                          progress=lines.append)
+    assert not res.cached and res.engine_path.stat().st_size == res.meta.engine_size > 0
+    meta = em.read_engine_meta(res.engine_path)
+    assert meta == res.meta and meta.runtime == "rtx" and meta.tensorrt_version == rtx.version
+    assert meta.precision == precision and meta.batch == (1, 2, 4) and meta.compute_capabilities == ("8.6", "8.9")
+    assert meta.plugins == {} and meta.plugin_library is None
+    assert (meta.calibration is not None) == (precision == "int8")
+    assert meta.engine_sha256 == em.file_sha256(res.engine_path)
+    assert any(line.startswith("parse ONNX") and "strongly typed" in line for line in lines)
+    # running the engine needs a GPU; the plan names the contract's tensors
+    data = res.engine_path.read_bytes()
+    for name in ("images", *be.OUTPUT_NAMES):
+        assert name.encode() in data
+    again = be.build_engine(onnx_path, tmp_path / "m2.engine", precision=flag, batch=(1, 2, 4), workspace_mib=64,
+                            runtime="rtx", compute_capabilities=["8.9", "8.6"], cache_dir=tmp_path / "cache")
+    assert again.cached and (tmp_path / "m2.engine").read_bytes() == data
+    other = be.build_engine(onnx_path, tmp_path / "m3.engine", precision=flag, batch=(1, 2, 4), workspace_mib=64,
+                            runtime="rtx", compute_capabilities=["8.6"], cache_dir=tmp_path / "cache")
+    assert not other.cached and other.meta.compute_capabilities == ("8.6",)
+
+
+def test_rtx_refuses_a_precision_the_graph_does_not_have(rtx, tmp_path):
+    onnx_path = save(tiny_model(precision="fp16"), tmp_path / "m.onnx")
+    with pytest.raises(be.OnnxModelError, match=r"the graph is fp16 but --int8 asks for int8.*--precision int8 "
+                                                r"--calib DIR"):
+        be.build_engine(onnx_path, tmp_path / "m.engine", precision="int8", runtime="rtx", use_cache=False)
+    assert not (tmp_path / "m.engine").exists()
+
+
+def test_rtx_parser_errors_name_the_node(rtx, tmp_path):
+    model = tiny_model()
+    model.graph.node[1].op_type = "NoSuchOp"  # the ReduceMean
+    onnx_path = save(model, tmp_path / "m.onnx")
+    with pytest.raises(be.EngineBuildError, match=r"ONNX parser failed on \d+ error\(s\): node 1 .*NoSuchOp"):
+        be.build_engine(onnx_path, tmp_path / "m.engine", runtime="rtx", use_cache=False)
+
+
+def test_engine_of_the_other_runtime_is_refused_naming_it():
+    meta = make_meta(runtime="rtx", gpu_name=None, compute_capability=None, compute_capabilities=("8.6", "8.9"))
+    with pytest.raises(em.EngineMismatch, match="built with TensorRT-RTX and runs only with it, not with TensorRT"):
+        em.check_compatible(meta, em.Environment("10.3.0", "Orin", "8.7", dict(VERSIONS), "tensorrt"))
+    em.check_compatible(meta, em.Environment(meta.tensorrt_version, "RTX 4090", "8.9", dict(VERSIONS), "rtx"))
+    with pytest.raises(em.EngineMismatch, match=r"compute capability one of 8.6, 8.9 \(engine\) vs 12.0"):
+        em.check_compatible(meta, em.Environment(meta.tensorrt_version, "RTX 5090", "12.0", dict(VERSIONS), "rtx"))

@@ -33,6 +33,15 @@ def test_demo_runs_the_whole_chain(tmp_path):
     assert [json.loads(line)["frame"] for line in lines] == list(range(6))
     summary = json.loads((out / "summary.json").read_text())
     assert summary["parity_frame0"]["ok"] and summary["pipeline"]["frames_out"] == 6
+    # The demo scores itself against the clip's ground truth, written beside the clip.
+    gt = COCO(str(out / "clip.gt.json"))
+    score = summary["self_score"]
+    assert score["frames"] == 6 and score["ground_truth"] == len(gt.getAnnIds()) > 0
+    assert score["detections"] == sum(len(json.loads(line)["scores"]) for line in lines)
+    assert all(0.0 <= score[k] <= 1.0 for k in ("mask_AP50", "precision", "recall"))
+    assert f"mask AP50 {score['mask_AP50']:.3f}, precision {score['precision']:.3f}" in r.stdout
+    sheet = cv2.imread(str(out / "gallery.png"))
+    assert sheet is not None and sheet.shape[0] > 3 * 300 and sheet.shape[1] > 4 * 400  # 3 rows of 2 pairs
 
 
 def test_errors_are_one_line_and_nonzero(tmp_path):

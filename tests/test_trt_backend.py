@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from maskrt.runtime import trt_lib
 from maskrt.runtime.backends import Backend, BackendError, ContractError, ModelLoadError, ModelNotFoundError
 from maskrt.runtime.backends import trt as trt_mod
 from maskrt.runtime.backends.trt import (
@@ -54,6 +55,7 @@ from maskrt.runtime.backends.trt import (
 from maskrt.runtime.config import ModelConfig
 from maskrt.runtime.engine_meta import EngineMeta, EngineMetaError, EngineMismatch, Environment, write_engine_meta
 from maskrt.runtime.plugin_table import plugin_versions
+from maskrt.runtime.trt_lib import TrtLib
 
 H, W = 64, 96
 K = 5  # detections_per_img
@@ -259,9 +261,11 @@ def test_open_without_tensorrt_or_cuda_python_says_what_to_install(tmp_path):
 def test_module_imports_without_torch_onnx_tensorrt():
     """The runtime's dependency rule: importing the backend (and constructing one needs nothing
     more) loads neither torch, onnx, onnxruntime, TensorRT nor cuda-python."""
-    code = ("import sys, maskrt.runtime.backends.trt, maskrt.runtime.backends as b; b.TrtBackend; "
-            "bad = [m for m in ('torch', 'onnx', 'onnxruntime', 'tensorrt', 'cuda', 'cuda.bindings') "
-            "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+    # NOTE: `before`: cuda-bindings 12.9 installs a .pth hook that imports the `cuda` namespace
+    # package at interpreter start; what counts is what importing maskrt adds.
+    code = ("import sys; before = set(sys.modules); import maskrt.runtime.backends.trt, maskrt.runtime.backends as b; "
+            "b.TrtBackend; bad = [m for m in ('torch', 'onnx', 'onnxruntime', 'tensorrt', 'tensorrt_rtx', 'cuda', "
+            "'cuda.bindings') if m in sys.modules and m not in before]; print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
 
@@ -765,12 +769,13 @@ def fakes(monkeypatch):
     sees exactly the sidecar's machine unless a test changes ``env``."""
     cudart = FakeCudart()
     trt = FakeTrt(cudart)
-    monkeypatch.setattr(trt_mod, "_import_trt_and_cuda", lambda: (trt, cudart))
-    monkeypatch.setattr(trt_mod, "_LOGGER", None)  # a logger of the fake class must not outlive the test
+    monkeypatch.setattr(trt_mod, "_import_trt_and_cuda", lambda kind="tensorrt": (TrtLib(kind, trt, "10.3.0"), cudart))
+    # a logger of the fake class must not outlive the test
+    monkeypatch.setattr(trt_lib._LoggerBox, "loggers", {})
     env = {"value": Environment("10.3.0", "Fake GPU", "8.7", plugin_versions())}
     calls = []
 
-    def current_environment(*, device=None, plugins=None):
+    def current_environment(*, device=None, plugins=None, runtime="tensorrt"):
         calls.append(device)
         return env["value"]
 
@@ -969,7 +974,7 @@ def test_fake_plugin_library(fakes, tmp_path, monkeypatch):
 
     trt, cudart = fakes
     monkeypatch.delenv(trt_mod.ENV_PLUGINS, raising=False)
-    monkeypatch.setattr(trt_mod, "default_plugin_search_dirs", lambda: [tmp_path / "nowhere"])
+    monkeypatch.setattr(trt_lib, "default_plugin_search_dirs", lambda: [tmp_path / "nowhere"])
     ns = load_plugin_table()["namespace"]
     versions = plugin_versions()
     engine_dir = tmp_path / "eng"
@@ -1024,8 +1029,9 @@ def test_real_cuda_python_without_a_device(monkeypatch, tmp_path):
     err = cudart.cudaGetDeviceCount()[0]
     if int(err) == 0:
         pytest.skip("a CUDA device is present: the TensorRT tests cover this path")
-    monkeypatch.setattr(trt_mod, "_import_trt_and_cuda", lambda: (FakeTrt(FakeCudart()), cudart))
-    monkeypatch.setattr(trt_mod, "_LOGGER", None)
+    monkeypatch.setattr(trt_mod, "_import_trt_and_cuda",
+                        lambda kind="tensorrt": (TrtLib(kind, FakeTrt(FakeCudart()), "10.3.0"), cudart))
+    monkeypatch.setattr(trt_lib._LoggerBox, "loggers", {})
     b = TrtBackend(write_engine(tmp_path))
     with pytest.raises(CudaError, match=f"cudaGetDeviceCount .*failed: {err.name}") as e:
         b.open()

@@ -645,11 +645,28 @@ def test_video_command_end_to_end(onnx_model, clips, tmp_path):
     assert "\r" in r.stderr and "fps" in r.stderr  # the live status line
     lines = read_jsonl(jsonl)
     assert [x["frame"] for x in lines] == list(range(7)) and all(x["image_size"] == [240, 400] for x in lines)
+    assert all(len(x["track_ids"]) == len(x["scores"]) for x in lines)  # tracking is on by default
     out = decode_all(saved)
     assert len(out) == 7 and out[0].shape == (240, 400, 3)
 
+    assert "tracking on" in r.stdout and "tracks: " in r.stdout
+
     r = _cli("video", "--model", str(onnx_model), "--source", str(tmp_path / "nope.mp4"))
     assert r.returncode == 1 and "no such file or directory" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_track_flags_parse_to_a_tracker_config_or_none():
+    from maskrt.runtime.video_cli import add_video_arguments, tracker_config
+
+    p = argparse.ArgumentParser()
+    add_video_arguments(p)
+    base = ["--model", "m.onnx", "--source", "x.mp4"]
+    assert tracker_config(p.parse_args(base)) is not None  # on by default
+    assert tracker_config(p.parse_args([*base, "--no-track"])) is None
+    cfg = tracker_config(p.parse_args([*base, "--track-max-lost", "7", "--track-mask-weight", "0"]))
+    assert (cfg.max_lost, cfg.mask_weight) == (7, 0.0)
+    with pytest.raises(ValueError, match="mask_weight must be a number in"):
+        tracker_config(p.parse_args([*base, "--track-mask-weight", "2"]))
 
 
 def test_infer_command_on_a_folder(onnx_model, tmp_path):

@@ -7,6 +7,9 @@ The pipeline is split so that every backend is scored by the same code:
   deployment contract (``num_detections``, ``boxes``, ``scores``, ``classes``, ``masks`` as
   numpy), and turns each image's rows into COCO results with :func:`detections_to_coco`;
 * :func:`coco_evaluate` scores a list of COCO results against a ground-truth ``COCO``;
+* :func:`precision_recall` counts matches at one IoU threshold with COCOeval's matching, and
+  :func:`jsonl_to_coco` turns the video pipeline's JSON lines into COCO results (the demo's
+  self-score);
 * :func:`evaluate_model` is the PyTorch case: ``infer`` = the model (:func:`torch_infer`).
   An ONNX Runtime or TensorRT backend only needs its own ``infer``.
 
@@ -273,6 +276,77 @@ def coco_evaluate(
             evaluator.summarize()
         metrics[iou_type] = {name: float(v) for name, v in zip(METRIC_NAMES, evaluator.stats[:6], strict=True)}
     return metrics
+
+
+def precision_recall(
+    coco_gt: COCO,
+    results: Sequence[Mapping[str, Any]],
+    iou_type: str = "segm",
+    *,
+    iou: float = 0.5,
+    min_score: float = 0.0,
+) -> dict[str, float]:
+    """Precision and recall of the results scoring ``>= min_score`` at one IoU threshold.
+
+    The matching is COCOeval's own (``evaluate()`` with ``iouThrs = [iou]``, one area range
+    "all", no detection limit): per image and category, detections in descending score each take
+    the best still-unmatched ground truth with IoU ``>= iou``; crowd ground truth is ignored.
+    Returns ``{"precision", "recall", "tp", "detections", "ground_truth"}``; precision is 1.0 when
+    there is no detection and recall 1.0 when there is no ground truth (nothing was wrong).
+    """
+    if iou_type not in IOU_TYPES:
+        raise ValueError(f"iou_type: expected one of {IOU_TYPES}, got {iou_type!r}")
+    if not 0.0 < float(iou) <= 1.0:
+        raise ValueError(f"iou must be in (0, 1], got {iou!r}")
+    gt = _clone_gt(coco_gt)
+    kept = [r for r in results if float(r["score"]) >= min_score]
+    dt = _results_coco(gt, kept, iou_type)
+    evaluator = COCOeval(gt, dt, iouType=iou_type)
+    p = evaluator.params
+    p.iouThrs = np.array([float(iou)])
+    p.areaRng, p.areaRngLbl = [[0.0, 1e10]], ["all"]
+    p.maxDets = [max(1, len(kept))]
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator.evaluate()
+    tp = n_dt = n_gt = 0
+    for e in evaluator.evalImgs:
+        if e is None:
+            continue
+        keep_dt = ~np.asarray(e["dtIgnore"], bool).reshape(1, -1)[0]
+        matched = np.asarray(e["dtMatches"]).reshape(1, -1)[0] > 0
+        tp += int((matched & keep_dt).sum())
+        n_dt += int(keep_dt.sum())
+        n_gt += int((~np.asarray(e["gtIgnore"], bool)).sum())
+    return {"precision": tp / n_dt if n_dt else 1.0, "recall": tp / n_gt if n_gt else 1.0,
+            "tp": tp, "detections": n_dt, "ground_truth": n_gt}
+
+
+def jsonl_to_coco(records: Iterable[Mapping[str, Any]], coco_gt: COCO, names: Sequence[str],
+                  frame_to_image_id: Mapping[int, int]) -> list[dict[str, Any]]:
+    """COCO results entries of the video pipeline's JSON lines (``JsonlSink``: ``frame``,
+    ``boxes`` [x1, y1, x2, y2], ``scores``, ``classes``, ``masks`` RLE, original pixels).
+
+    ``names``: the model's class names (index = class id); a class maps to the ground truth's
+    category of the same name. ``frame_to_image_id``: frame index -> COCO image id.
+    """
+    by_name = {c["name"]: int(c["id"]) for c in coco_gt.dataset["categories"]}
+    missing = [n for n in names[1:] if n not in by_name]
+    if missing:
+        raise ValueError(f"model classes {missing} have no category of that name in the ground truth")
+    results: list[dict[str, Any]] = []
+    for rec in records:
+        frame = int(rec["frame"])
+        if frame not in frame_to_image_id:
+            raise ValueError(f"frame {frame} has no image in the ground truth")
+        masks = rec.get("masks") or [None] * len(rec["scores"])
+        for box, score, cls, rle in zip(rec["boxes"], rec["scores"], rec["classes"], masks, strict=True):
+            x1, y1, x2, y2 = (float(v) for v in box)
+            entry: dict[str, Any] = {"image_id": frame_to_image_id[frame], "category_id": by_name[names[int(cls)]],
+                                     "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(score)}
+            if rle is not None:
+                entry["segmentation"] = rle
+            results.append(entry)
+    return results
 
 
 # ---------------------------------------------------------------------------- inference loop

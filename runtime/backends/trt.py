@@ -1,15 +1,17 @@
-"""``TrtBackend``: a serialized TensorRT engine (``maskrt build``) run through TensorRT 10 and cuda-python.
+"""``TrtBackend``: a serialized engine (``maskrt build``) run through TensorRT 10/11 or TensorRT-RTX and cuda-python.
 
 Construction is cheap and needs neither TensorRT nor a GPU: it reads and validates the engine's
 sidecar ``<engine>.json`` (:mod:`maskrt.runtime.engine_meta`: ModelConfig, batch profile, plugins,
 the build machine), and checks that the engine file exists with the size the sidecar records.
 :meth:`TrtBackend.open` then
 
-1. imports ``tensorrt`` (>= 10) and cuda-python (``cuda.bindings.runtime`` or the older
-   ``cuda.cudart``); either missing -> :class:`BackendUnavailable`, one line naming the package
-   and the ``maskrt[trt]`` extra;
-2. compares the sidecar with this machine (TensorRT version, GPU name and compute capability,
-   plugin versions of the plugin table) -> :class:`EngineMismatchError` with every difference;
+1. imports the runtime kind that built the engine (the sidecar's ``runtime``: ``tensorrt`` >= 10
+   or ``tensorrt_rtx``, through :mod:`maskrt.runtime.trt_lib`) and cuda-python
+   (``cuda.bindings.runtime`` or the older ``cuda.cudart``); either missing ->
+   :class:`BackendUnavailable`, one line naming the package and the extra;
+2. compares the sidecar with this machine (runtime kind and version, GPU name and compute
+   capability, plugin versions of the plugin table) -> :class:`EngineMismatchError` with every
+   difference;
 3. selects the CUDA device (no silent fallback to another one) and, when the engine has plugin
    nodes, loads the plugin library and checks TensorRT's registry has each plugin version;
 4. reads the engine, checks its sha256 against the sidecar, deserializes it, and checks its I/O
@@ -35,7 +37,9 @@ Every CUDA runtime call goes through :func:`check_cuda`, which raises :class:`Cu
 :class:`BackendError`) naming the call and the ``cudaError_t`` (e.g. ``cudaErrorMemoryAllocation``).
 
 Imports numpy and the standard library at import time; TensorRT and cuda-python only in
-:meth:`TrtBackend.open`. Never torch, onnx or onnxruntime.
+:meth:`TrtBackend.open`. Never torch, onnx or onnxruntime. NOTE: the TensorRT-RTX path is written
+against its real Python API (the same I/O-tensor API as TensorRT 10) and has never run: running
+an engine needs a GPU.
 """
 
 from __future__ import annotations
@@ -45,8 +49,7 @@ import hashlib
 import logging
 import os
 import threading
-from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -62,6 +65,19 @@ from maskrt.runtime.engine_meta import (
     import_cudart,
     read_engine_meta,
     sidecar_path,
+)
+from maskrt.runtime.trt_lib import (
+    ENV_PLUGINS,
+    PLUGIN_LIBRARY_NAME,
+    TRT_INSTALL_HINT,
+    PluginLibraryError,
+    TensorRTUnavailable,
+    TrtLib,
+    default_plugin_search_dirs,
+    find_plugin_library,
+    import_tensorrt,
+    load_plugin_library,
+    trt_logger,
 )
 
 from .base import (
@@ -84,11 +100,6 @@ __all__ = [
 
 log = logging.getLogger("maskrt.trt")
 
-PLUGIN_LIBRARY_NAME = "libmaskrt_trt_plugins.so"  # the same name as export/build_engine.py
-ENV_PLUGINS = "MASKRT_TRT_PLUGINS"
-MIN_TENSORRT_MAJOR = 10  # the plugins are IPluginV3; the I/O-tensor API (execute_async_v3) is 8.5+
-TRT_INSTALL_HINT = ("pip install 'maskrt[trt]' on a machine with an NVIDIA GPU (on Jetson, use JetPack's "
-                    "python3-libnvinfer and pip install cuda-python for its CUDA version)")
 CUDA_GRAPH_MODES = (False, True, "try")
 
 # TensorRT DataType names (``trt.DataType.X.name``) -> numpy-style names, as check_engine_io compares them.
@@ -118,10 +129,6 @@ class EngineMismatchError(BackendError, EngineMismatch):
 class EngineSidecarError(ModelLoadError, EngineMetaError):
     """The engine's sidecar is missing or invalid (both a :class:`ModelLoadError` and an
     :class:`maskrt.runtime.engine_meta.EngineMetaError`)."""
-
-
-class PluginLibraryError(BackendError):
-    """The plugin library is missing, does not load, or does not register the engine's plugins."""
 
 
 # ------------------------------------------------------------------------------ CUDA calls
@@ -314,165 +321,25 @@ def engine_io_table(trt: Any, engine: Any) -> tuple[tuple[EngineTensor, ...], tu
     return tuple(rows), profile
 
 
-# ------------------------------------------------------------------------------ plugin library
-def default_plugin_search_dirs() -> list[Path]:
-    """Folders searched for the plugin library after the explicit path, ``$MASKRT_TRT_PLUGINS`` and
-    the engine's folder: the package folder (a wheel installs it there) and ``lib/`` in it, then
-    in a source checkout the CMake build folders (``build/plugins/tensorrt`` of ``cmake -B build``,
-    scikit-build's ``build/<wheel tag>/...``). The same places as ``maskrt build`` searches."""
-    import maskrt
-
-    pkg = Path(maskrt.__file__).resolve().parent
-    dirs = [pkg, pkg / "lib"]
-    repo = pkg.parent
-    if (repo / "pyproject.toml").is_file():
-        # NOTE: build-* too: plugins/tensorrt/README.md configures the library in build-trt/.
-        for build in [repo / "build", *sorted(p for p in repo.glob("build-*") if p.is_dir()),
-                      *sorted(p for p in repo.glob("build/*") if p.is_dir())]:
-            dirs += [build / "plugins" / "tensorrt", build / "plugins", build]
-    return list(dict.fromkeys(dirs))
-
-
-def find_plugin_library(name: str = PLUGIN_LIBRARY_NAME, *, explicit: str | os.PathLike | None = None,
-                        engine_dir: str | os.PathLike | None = None,
-                        search_dirs: Sequence[str | os.PathLike] | None = None) -> Path:
-    """The plugin library to load: ``explicit`` (TrtBackend's ``plugins=``), else
-    ``$MASKRT_TRT_PLUGINS``, else the first file called ``name`` (the sidecar's ``plugin_library``)
-    in ``engine_dir`` (next to the engine) and then ``search_dirs`` (default
-    :func:`default_plugin_search_dirs`). Raises :class:`PluginLibraryError` saying where it looked
-    and how to point at the library."""
-    if explicit is not None:
-        p = Path(explicit)
-        if not p.is_file():
-            raise PluginLibraryError(f"plugins={str(p)!r}: no such file")
-        return p
-    env = os.environ.get(ENV_PLUGINS)
-    if env:
-        p = Path(env)
-        if not p.is_file():
-            raise PluginLibraryError(f"${ENV_PLUGINS}={env}: no such file")
-        return p
-    dirs = ([Path(engine_dir)] if engine_dir is not None else []) + [
-        Path(d) for d in (search_dirs if search_dirs is not None else default_plugin_search_dirs())]
-    for d in dirs:
-        if (d / name).is_file():
-            return d / name
-    raise PluginLibraryError(f"plugin library {name} not found (looked in {', '.join(str(d) for d in dirs)}): build "
-                             f"the CMake target maskrt_trt_plugins (plugins/tensorrt/README.md) and pass "
-                             f"plugins=PATH or set ${ENV_PLUGINS}")
-
-
-_LOADED_LIBRARIES: dict[str, Any] = {}  # keeps loaded libraries (and TensorRT's handles) alive for the process
-_LOAD_LOCK = threading.Lock()
-
-
-def _registered(registry: Any, name: str, version: str, namespace: str) -> bool:
-    try:
-        get = getattr(registry, "get_creator", None)  # TensorRT 10: any creator interface (V1 or V3)
-        if get is not None:
-            return get(name, version, namespace) is not None
-        return registry.get_plugin_creator(name, version, namespace) is not None
-    except Exception:
-        return False
-
-
-def _load_plugins(trt: Any, path: Path, plugins: Mapping[str, str], namespace: str, errors: Sequence[str]) -> None:
-    """Loads ``path`` into TensorRT's plugin registry unless every plugin of ``plugins``
-    ({name: version}) is already registered in ``namespace``; then checks they all are.
-
-    NOTE: the library registers its creators through its exported ``getCreators`` /
-    ``setLoggerFinder``, which ``IPluginRegistry.load_library`` calls. It is ``dlopen``-ed first
-    with ctypes only to turn a missing dependency into a clear error (the same handle is reused),
-    and not loaded again when its plugins are already registered (``maskrt build`` in the same
-    process loads it too), so creators are never registered twice.
-    """
-    registry = trt.get_plugin_registry()
-
-    def missing() -> list[str]:
-        return [f"{n} v{v}" for n, v in sorted(plugins.items()) if not _registered(registry, n, v, namespace)]
-
-    with _LOAD_LOCK:
-        if not missing():
-            return
-        key = str(Path(path).resolve())
-        try:
-            _LOADED_LIBRARIES.setdefault(key, ctypes.CDLL(key, mode=ctypes.RTLD_GLOBAL))
-        except OSError as e:
-            raise PluginLibraryError(f"cannot load plugin library {path}: {e}") from None
-        n_errors = len(errors)
-        handle = registry.load_library(key)
-        if handle is None:
-            why = "; ".join(list(errors)[n_errors:]) or "see TensorRT's messages"
-            raise PluginLibraryError(f"TensorRT could not load the plugin library {path}: {why}")
-        _LOADED_LIBRARIES[key + "#tensorrt"] = handle
-        still = missing()
-        if still:
-            raise PluginLibraryError(f"{path.name} does not register {', '.join(still)} in namespace '{namespace}': "
-                                     "rebuild the library from this checkout (its plugin table must match the "
-                                     "engine's)")
-
-
-# ------------------------------------------------------------------------------ TensorRT logger
-# NOTE: one logger per process: TensorRT keeps the first logger it is given as its global logger
-# (the one plugins log to) and warns when a later Builder/Runtime brings another; if `maskrt build`
-# ran earlier in this process, TensorRT's messages may go to its logger and ours sees none (the
-# exception messages then say "see TensorRT's messages").
-_LOGGER: Any = None
-
-
-def _trt_logger(trt: Any) -> Any:
-    """The process-wide TensorRT logger: forwards warnings/errors to ``maskrt.trt`` and keeps the
-    last 64 error messages (``.errors``) for exception messages."""
-    global _LOGGER
-    if _LOGGER is not None:
-        return _LOGGER
-    severity = trt.ILogger.Severity
-    errors_at = {severity.INTERNAL_ERROR, severity.ERROR}
-
-    class _Logger(trt.ILogger):
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-            self.errors: deque[str] = deque(maxlen=64)
-
-        def log(self, sev, msg):  # noqa: ANN001 - TensorRT's signature
-            if sev in errors_at:
-                self.errors.append(str(msg))
-                log.error("TensorRT: %s", msg)
-            elif sev == severity.WARNING:
-                log.warning("TensorRT: %s", msg)
-            else:
-                log.debug("TensorRT: %s", msg)
-
-    _LOGGER = _Logger()
-    return _LOGGER
-
-
-def _import_trt_and_cuda() -> tuple[Any, Any]:
-    """(tensorrt, cuda-python runtime module) or :class:`BackendUnavailable` naming each missing one."""
+# ------------------------------------------------------------------------------ TensorRT and cuda-python
+def _import_trt_and_cuda(kind: str = "tensorrt") -> tuple[TrtLib, Any]:
+    """(the TensorRT of ``kind``, cuda-python's runtime module) or :class:`BackendUnavailable`
+    naming each missing one."""
     problems: list[str] = []
-    trt: Any = None
+    lib: TrtLib | None = None
     try:
-        import tensorrt  # type: ignore[import-not-found]
-
-        trt = tensorrt
-    except ImportError as e:
-        problems.append(f"tensorrt is not installed ({e})")
-    except OSError as e:  # the Python package is there, libnvinfer is not
-        problems.append(f"tensorrt is installed but its libraries do not load ({e})")
+        lib = import_tensorrt(kind)
+    except TensorRTUnavailable as e:
+        name = "tensorrt_rtx" if kind == "rtx" else "tensorrt"
+        problems.append(f"{name} is not installed" if e.missing else str(e).split(": pip install")[0])
     cudart = import_cudart()
     if cudart is None:
         problems.append("cuda-python is not installed (neither cuda.bindings.runtime nor cuda.cudart imports)")
-    if problems:
-        raise BackendUnavailable("TrtBackend needs TensorRT >= 10 and cuda-python: " + "; ".join(problems)
-                                 + f". {TRT_INSTALL_HINT}")
-    try:
-        major = int(str(trt.__version__).split(".")[0])
-    except ValueError:
-        major = 0
-    if major < MIN_TENSORRT_MAJOR:
-        raise BackendUnavailable(f"TensorRT {trt.__version__} is too old: TrtBackend needs TensorRT >= "
-                                 f"{MIN_TENSORRT_MAJOR} (IPluginV3 plugins). {TRT_INSTALL_HINT}")
-    return trt, cudart
+    if problems or lib is None:
+        what = "TensorRT-RTX" if kind == "rtx" else "TensorRT >= 10"
+        raise BackendUnavailable(f"TrtBackend needs {what} (the runtime that built the engine) and cuda-python: "
+                                 + "; ".join(problems) + f". {TRT_INSTALL_HINT}")
+    return lib, cudart
 
 
 # ------------------------------------------------------------------------------ the backend
@@ -577,6 +444,7 @@ class TrtBackend(Backend):
 
         # ---- run-time state (open() fills it; _release() empties it)
         self._lock = threading.Lock()
+        self._lib: TrtLib | None = None
         self._trt: Any = None
         self._cudart: Any = None
         self._logger: Any = None
@@ -642,44 +510,44 @@ class TrtBackend(Backend):
         return check_cuda(result, what, self._cudart)
 
     def _trt_errors_since(self, n: int) -> str:
-        errs = list(self._logger.errors)[n:] if self._logger is not None else []
-        return "; ".join(errs)
+        return "; ".join(self._logger.errors_since(n)) if self._logger is not None else ""
 
     def _n_errors(self) -> int:
-        return len(self._logger.errors) if self._logger is not None else 0
+        return self._logger.count if self._logger is not None else 0
 
     # ---------------------------------------------------------------- lifecycle
     def _open(self) -> None:
-        trt, cudart = _import_trt_and_cuda()
+        lib, cudart = _import_trt_and_cuda(self._meta.runtime)
         src = str(self._path)
-        self._trt, self._cudart = trt, cudart
+        self._lib, self._trt, self._cudart = lib, lib.trt, cudart
         count = self._cuda(cudart.cudaGetDeviceCount(), "cudaGetDeviceCount (is there an NVIDIA GPU and driver?)")
         if self._device >= count:
             raise BackendError(f"{src}: CUDA device {self._device} requested but {count} device(s) are visible "
                                "(CUDA_VISIBLE_DEVICES?); no fallback to another device")
         if self._check_environment:
             try:
-                check_compatible(self._meta, current_environment(device=self._device))
+                check_compatible(self._meta, current_environment(device=self._device, runtime=lib.kind))
             except EngineMismatch as e:
                 raise EngineMismatchError(f"{src}: {e}") from None
         try:
-            self._open_device(trt, cudart, src)
+            self._open_device(lib, cudart, src)
         except BaseException:
             self._release(raise_errors=False)
             raise
 
-    def _open_device(self, trt: Any, cudart: Any, src: str) -> None:
+    def _open_device(self, lib: TrtLib, cudart: Any, src: str) -> None:
+        trt = lib.trt
         self._cuda(cudart.cudaSetDevice(self._device), f"cudaSetDevice({self._device})")
-        self._logger = _trt_logger(trt)
+        self._logger = trt_logger(lib)
 
         # plugins, before deserialising: TensorRT looks their creators up while it deserialises
         if self._meta.plugins:
             from maskrt.runtime.plugin_table import load_plugin_table
 
-            lib = find_plugin_library(self._meta.plugin_library or PLUGIN_LIBRARY_NAME, explicit=self._plugins_arg,
-                                      engine_dir=self._path.parent)
-            _load_plugins(trt, lib, self._meta.plugins, load_plugin_table()["namespace"], self._logger.errors)
-            self._plugin_path = lib
+            path = find_plugin_library(self._meta.plugin_library or PLUGIN_LIBRARY_NAME, explicit=self._plugins_arg,
+                                       engine_dir=self._path.parent)
+            load_plugin_library(lib, path, self._meta.plugins, load_plugin_table()["namespace"])
+            self._plugin_path = path
 
         # the engine: bytes checked against the sidecar, then deserialised
         data = self._path.read_bytes()
@@ -694,7 +562,7 @@ class TrtBackend(Backend):
         del data
         if engine is None:
             why = self._trt_errors_since(n_err) or "see TensorRT's messages"
-            raise ModelLoadError(f"{src}: TensorRT {trt.__version__} cannot deserialize the engine: {why}. Rebuild "
+            raise ModelLoadError(f"{src}: {lib.label} cannot deserialize the engine: {why}. Rebuild "
                                  "it here with `maskrt build`")
         self._engine = engine
 

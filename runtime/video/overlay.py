@@ -13,7 +13,11 @@ reference below, which follows the same rules exactly (no silent fallback: witho
 * a box covers columns ``floor(x1) .. max(ceil(x2) - 1, floor(x1))`` (rows likewise); its
   outline is the inner ``thickness`` pixels of that rectangle in solid colour, clipped to the
   image, drawn after the masks, lowest score first (the best one ends on top);
-* labels (``name 0.87`` on a filled tab above the box) are drawn last with cv2.putText.
+* labels (``name 0.87``, or ``name #7 0.87`` for a tracked instance, on a filled tab above the
+  box) are drawn last with cv2.putText;
+* colours: one per track id when the detections are tracked (``Detections.track_ids``; the same
+  id keeps its colour in every frame, :func:`track_colour`), else one per class
+  (:func:`class_colour`); a tracked frame's detections on no confirmed track (id -1) are grey.
 
 NOTE: the native paste computes in float64 and the reference (OpenCV) in float32, so the two can
 disagree on pixels whose probability lies within ~1e-6 of the threshold; everything else is
@@ -30,7 +34,9 @@ import numpy as np
 from maskrt.runtime.detections import Detections
 from maskrt.runtime.postprocess import paste_masks
 
-__all__ = ["class_colour", "draw_detections", "native_overlay_available"]
+__all__ = ["UNTRACKED_COLOUR", "class_colour", "draw_detections", "native_overlay_available", "track_colour"]
+
+UNTRACKED_COLOUR = (160, 160, 160)
 
 
 def native_overlay_available() -> bool:
@@ -46,6 +52,17 @@ def class_colour(class_id: int) -> tuple[int, int, int]:
     """A distinct, stable BGR colour per class id (golden-ratio hue steps)."""
     h = (int(class_id) * 0.618033988749895) % 1.0
     r, g, b = colorsys.hsv_to_rgb(h, 0.85, 1.0)
+    return int(b * 255), int(g * 255), int(r * 255)
+
+
+def track_colour(track_id: int) -> tuple[int, int, int]:
+    """A stable BGR colour per track id (golden-ratio hue steps from another start than
+    :func:`class_colour`, two saturation levels so that ids far apart on the hue circle differ
+    more); :data:`UNTRACKED_COLOUR` for ids < 1."""
+    if int(track_id) < 1:
+        return UNTRACKED_COLOUR
+    h = (0.37 + int(track_id) * 0.618033988749895) % 1.0
+    r, g, b = colorsys.hsv_to_rgb(h, 0.95 if track_id % 2 else 0.6, 1.0)
     return int(b * 255), int(g * 255), int(r * 255)
 
 
@@ -146,7 +163,11 @@ def draw_detections(image: np.ndarray, dets: Detections, *, alpha: float = 0.5, 
     order = np.argsort(-dets.scores.astype(np.float64), kind="stable")  # descending score, ties in given order
     masks = np.ascontiguousarray(dets.masks[order], np.float32)
     boxes = np.ascontiguousarray(dets.boxes[order], np.float32)
-    colours = np.array([class_colour(int(c)) for c in dets.class_ids[order]], np.uint8).reshape(-1, 3)
+    tracked = dets.track_ids is not None
+    if tracked:
+        colours = np.array([track_colour(int(t)) for t in dets.track_ids[order]], np.uint8).reshape(-1, 3)
+    else:
+        colours = np.array([class_colour(int(c)) for c in dets.class_ids[order]], np.uint8).reshape(-1, 3)
     thick = max(1, round(min(h, w) / 320))
     if use_native:
         from maskrt.runtime import native_core
@@ -165,6 +186,11 @@ def draw_detections(image: np.ndarray, dets: Detections, *, alpha: float = 0.5, 
             _reference_boxes(out, boxes, colours, thick)
     if draw_labels:
         names = dets.class_names
-        texts = [f"{names[i]} {float(dets.scores[i]):.2f}" for i in order]
+        if tracked:
+            ids = dets.track_ids
+            texts = [f"{names[i]} #{int(ids[i])} {float(dets.scores[i]):.2f}" if ids[i] >= 1
+                     else f"{names[i]} {float(dets.scores[i]):.2f}" for i in order]
+        else:
+            texts = [f"{names[i]} {float(dets.scores[i]):.2f}" for i in order]
         _labels(out, boxes, texts, colours, thick)
     return out

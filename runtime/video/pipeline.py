@@ -9,7 +9,8 @@ Threads and queues
     capture      ``source.read()``; one frame at a time
     preprocess   ``predictor.prepare``: letterbox up to ``batch`` frames into a reused buffer
     infer        ``predictor.infer``: the backend
-    postprocess  ``predictor.finish`` (boxes to original coordinates), then what the sinks need:
+    postprocess  ``predictor.finish`` (boxes to original coordinates), the tracker (``track_ids``,
+                 when one is given), then what the sinks need:
                  the annotated frame (overlay) and/or the JSON record (mask paste + RLE)
     sink         every sink's ``write``, in source order
 
@@ -57,8 +58,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-
-from maskrt.runtime.detections import Detections
 
 from .sinks import FrameResult, OverlayOptions, Sink, StreamInfo
 from .sources import Frame, Source, SourceError, open_source
@@ -167,6 +166,7 @@ class PipelineStats:
     error: str | None = None
     error_stage: str | None = None
     leaked_threads: list[str] = field(default_factory=list)
+    tracks: dict[str, int] | None = None  # the tracker's counts (tentative, confirmed, lost, ids) or None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -180,7 +180,7 @@ class PipelineStats:
 
         return (f"{self.recent_fps:5.1f} fps | in {self.frames_in} out {self.frames_out} drop {self.drops} | ms: "
                 f"cap {ms('capture')} pre {ms('preprocess')} inf {ms('infer')} post {ms('postprocess')} "
-                f"sink {ms('sink')} e2e {ms(END_TO_END)}")
+                f"sink {ms('sink')} e2e {ms(END_TO_END)}" + (f" | {tracks_text(self.tracks)}" if self.tracks else ""))
 
     def table(self) -> str:
         """The final summary: a table of per-stage ms per frame and one line of totals."""
@@ -198,10 +198,24 @@ class PipelineStats:
                 + (f", {self.discarded} discarded" if self.discarded else "")
                 + f"; {self.elapsed_s:.2f} s, {self.fps:.1f} FPS")
         rows.append(tail)
+        if self.tracks is not None:
+            rows.append(f"tracks: {tracks_text(self.tracks)}")
         why = self.error and f"error in {self.error_stage}: {self.error}" or self.end_reason
         if why:
             rows.append(f"ended: {why}")
         return "\n".join(rows)
+
+
+def tracks_text(counts: dict[str, int] | None) -> str:
+    """``'3 tracked, 1 lost, 7 ids'`` from a tracker's ``counts()`` (``'-'`` for None)."""
+    if not counts:
+        return "-"
+    return f"{counts.get('confirmed', 0)} tracked, {counts.get('lost', 0)} lost, {counts.get('ids', 0)} ids"
+
+
+def tracker_counts(tracker: Any) -> dict[str, int] | None:
+    counts = getattr(tracker, "counts", None)
+    return dict(counts()) if callable(counts) else None
 
 
 # ====================================================================== queues
@@ -315,12 +329,15 @@ class VideoPipeline:
             (mask_threshold also binarises the RLE masks of JSON records).
         join_timeout_s: how long a stop may take before the pipeline aborts, and how long an
             aborting thread is waited for before it is reported as leaked.
+        tracker: None (no tracking) or a tracker (``maskrt.runtime.tracking.Tracker``: anything
+            with ``track(detections, frame_index) -> Detections``) that gives every frame's
+            detections their ``track_ids``; run in frame order in the postprocess thread.
     """
 
     def __init__(self, source: Source | str | int, predictor: Any, sinks: Sequence[Sink] = (), *, batch: int = 1,
                  queue_size: int = 4, max_frames: int | None = None, min_score: float = 0.0, overlay_alpha: float = 0.5,
                  draw_boxes: bool = True, draw_labels: bool = True, mask_threshold: float = 0.5,
-                 join_timeout_s: float = 10.0, poll_s: float = 0.05) -> None:
+                 join_timeout_s: float = 10.0, poll_s: float = 0.05, tracker: Any | None = None) -> None:
         def positive_int(name: str, v: Any) -> int:
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
@@ -362,6 +379,9 @@ class VideoPipeline:
             raise ValueError("join_timeout_s and poll_s must be positive")
         self.join_timeout_s, self.poll_s = float(join_timeout_s), float(poll_s)
         self._needs = frozenset().union(*(s.needs for s in self.sinks))
+        if tracker is not None and not callable(getattr(tracker, "track", None)):
+            raise ValueError(f"tracker must have track(detections, frame_index), got {type(tracker).__name__}")
+        self.tracker = tracker
 
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -416,7 +436,8 @@ class VideoPipeline:
             recent_fps=recent, stages={k: t.summary() for k, t in self._timers.items()}, running=self._running,
             end_reason=self._end_reason, source_failed=self._source_failed, stopped=self._stop.is_set(),
             interrupted=self._interrupted, error=None if err is None else f"{type(err[1]).__name__}: {err[1]}",
-            error_stage=None if err is None else err[0], leaked_threads=list(self._leaked))
+            error_stage=None if err is None else err[0], leaked_threads=list(self._leaked),
+            tracks=tracker_counts(self.tracker))
 
     # ---------------------------------------------------------------- run
     def run(self, status: Callable[[PipelineStats], None] | None = None, status_interval_s: float = 0.5
@@ -641,9 +662,11 @@ class VideoPipeline:
             for frame, d in zip(item.frames, dets, strict=True):
                 t1 = time.perf_counter()
                 if self.min_score > 0 and len(d):
-                    keep = d.scores >= self.min_score
-                    d = Detections(d.boxes[keep], d.scores[keep], d.class_ids[keep], d.masks[keep], d.image_size,
-                                   d.names)
+                    d = d.select(d.scores >= self.min_score)
+                if self.tracker is not None:
+                    # NOTE: frame.index counts a live source's dropped frames too: the motion model
+                    # predicts over the gap
+                    d = self.tracker.track(d, frame.index)
                 result = FrameResult(frame, d, self.options)
                 if overlay:
                     result.overlay()
