@@ -7,10 +7,18 @@ Subpackages (each a top-level folder of the repository):
     maskrt.benchmarks  -- ``maskrt bench`` and the kernel / pre-post / soak benchmarks (may use all three)
 """
 
-from pathlib import Path
-
 __version__ = "0.1.0"
 
-# The embedded default checkpoint (committed; docs/results.md has the command that made it). Its one
-# definition: the training side, the exporter, the demo, the benchmarks and the tests import it.
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "assets" / "default.pt"
+__all__ = ["DEFAULT_CHECKPOINT", "__version__"]
+
+
+def __getattr__(name: str):
+    """``DEFAULT_CHECKPOINT``: the embedded default checkpoint (a ``pathlib.Path``; committed,
+    docs/results.md has the command that made it). Its one definition: the training side, the
+    exporter, the demo, the benchmarks and the tests import it. Made on first use, so that
+    ``import maskrt`` (every ``maskrt`` command) stays as light as the command table."""
+    if name == "DEFAULT_CHECKPOINT":
+        from pathlib import Path
+
+        return Path(__file__).resolve().parent / "assets" / "default.pt"
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

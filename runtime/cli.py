@@ -18,19 +18,19 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from dataclasses import dataclass
+from collections import namedtuple
 
 __all__ = ["COMMANDS", "Command", "RenamedOptionError", "build_parser", "main", "renamed_option", "run_parser"]
 
 
-@dataclass(frozen=True)
-class Command:
-    """One row of the command table."""
+class Command(namedtuple("Command", "name help target extra", defaults=(None,))):
+    """One row of the command table: ``name`` ("bench", or "data synth" for a command inside a
+    group), ``help``, ``target`` ("module:stem": ``module.add_<stem>_arguments(parser)`` and
+    ``module.run_<stem>(args)``), ``extra`` (the pip extra its imports need, named in the error of a
+    runtime-only install). A named tuple, not a dataclass: ``dataclasses`` imports ``inspect``,
+    which costs more than the rest of ``maskrt --help``."""
 
-    name: str  # "bench", or "data synth" for a command inside a group
-    help: str
-    target: str  # "module:stem": module.add_<stem>_arguments(parser), module.run_<stem>(args)
-    extra: str | None = None  # the pip extra its imports need (named in the error of a runtime-only install)
+    __slots__ = ()
 
 
 COMMANDS: tuple[Command, ...] = (

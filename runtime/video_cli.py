@@ -198,7 +198,7 @@ def add_video_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_tracker_arguments(parser: argparse.ArgumentParser) -> None:
     """``--track/--no-track`` and the tracker's parameters (``maskrt.runtime.tracking.TrackerConfig``)."""
-    from maskrt.runtime.tracking.config import TrackerConfig  # numpy only: scipy loads when tracking runs
+    from maskrt.runtime.tracking.config import TrackerConfig  # standard library only: scipy loads when tracking runs
 
     d = TrackerConfig()
     g = parser.add_argument_group("tracking", "stable instance ids across frames (ByteTrack-style: mask IoU + box "

@@ -3,9 +3,11 @@
 * the runtime (every module of ``maskrt.runtime``) imports neither ``maskrt.train`` nor
   ``maskrt.export`` nor torch nor onnx: an edge box has numpy, OpenCV and ONNX Runtime only;
 * the ``maskrt`` command imports a command's module only when that command runs: ``--help`` reads
-  the command table, ``maskrt video --help`` loads only ``maskrt.runtime.video_cli``;
-* ``maskrt video``, ``maskrt infer`` and ``maskrt bench --backend ort`` on an ONNX graph run to the
-  end without torch or onnx ever entering ``sys.modules``.
+  the command table, ``maskrt video --help`` loads only ``maskrt.runtime.video_cli`` (and the
+  tracker's parameter defaults);
+* ``maskrt video``, ``maskrt infer``, ``maskrt serve`` (writing a repository) and ``maskrt bench
+  --backend ort`` on an ONNX graph run to the end without torch or onnx ever entering
+  ``sys.modules``.
 
 Nothing here is timed (timings belong in benchmarks): the module sets are the property.
 """
@@ -86,8 +88,9 @@ def test_the_probe_can_fail():
 
 @pytest.mark.parametrize("argv, allowed", [
     (["--help"], set()),
-    (["video", "--help"], {"maskrt.runtime.video_cli"}),
+    (["video", "--help"], {"maskrt.runtime.video_cli", "maskrt.runtime.tracking", "maskrt.runtime.tracking.config"}),
     (["infer", "--help"], {"maskrt.runtime.video_cli"}),
+    (["serve", "--help"], {"maskrt.runtime.serving", "maskrt.runtime.serving.cli"}),
     (["bench", "--help"], {"maskrt.benchmarks", "maskrt.benchmarks.cli", "maskrt.benchmarks.options"}),
     (["data", "--help"], set()),
 ])
@@ -144,3 +147,12 @@ def test_bench_ort_imports_no_torch_no_onnx(onnx_model, tmp_path):
     assert result["flops"]["1"]["total_gflop"] > 0 and result["results"]["main"]["batches"]["1"]["cost"]
     assert "maskrt.benchmarks.measure" in mods and "onnxruntime" in mods
     assert _forbidden([m for m in mods if not m.startswith("maskrt.train")]) == []
+
+
+def test_serve_imports_no_torch_no_onnx(onnx_model, tmp_path):
+    repo = tmp_path / "repo"
+    r, mods = _probe(_cli(["serve", str(onnx_model), "--out-dir", str(repo)]))
+    assert _rc(r) == 0, r.stderr
+    assert (repo / "maskrt" / "config.pbtxt").is_file()  # the repository was written
+    assert "maskrt.runtime.serving.repository" in mods
+    assert _forbidden(mods) == []
