@@ -102,6 +102,10 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    if args.config is not None:  # a bad preset name fails before torch and onnx load (the same error)
+        from maskrt.runtime.config import preset
+
+        preset(args.config)
     from maskrt.export.demo import run_demo as demo
 
     return demo(config=args.config, checkpoint=args.checkpoint, seed=args.seed, top=args.top, out_dir=args.out_dir,
