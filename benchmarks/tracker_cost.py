@@ -1,6 +1,6 @@
 """The tracker's cost per frame at 10 / 50 / 100 instances (CPU, one thread, numpy + scipy).
 
-    python benchmarks/tracker_cost.py --out benchmarks/results/tracker_cost.json
+    python -m maskrt.benchmarks.tracker_cost --out benchmarks/results/tracker_cost.json
 
 Synthetic detections: N objects (40 x 60 px) moving at constant random velocities in a 1920 x
 1080 frame with 1 px box noise, random 28 x 28 masks, scores in [0.3, 1] (so both ByteTrack
@@ -67,7 +67,7 @@ def main() -> None:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({
-            "benchmark": "tracker_cost", "command": "python benchmarks/tracker_cost.py --out " + args.out,
+            "benchmark": "tracker_cost", "command": "python -m maskrt.benchmarks.tracker_cost --out " + args.out,
             "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(),
                         "numpy": np.__version__, "note": "shared 2-core machine (other jobs running)"},
             "results": rows}, indent=2) + "\n")

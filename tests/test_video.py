@@ -129,7 +129,7 @@ class RecordingSink(Sink):
 
 
 # ---------------------------------------------------------------------------- fake model
-CFG = preset("mnv3-small")  # input 320x320, K = 50, M = 28
+CFG = preset("mnv3-lite")  # input 320x320, K = 50, M = 28
 
 
 class FakeBackend(Backend):
@@ -627,16 +627,23 @@ def test_tracked_detections_are_drawn_in_their_track_colour(native):
 
 
 def test_frame_record_is_the_same_with_and_without_the_native_core(predictor, monkeypatch):
+    from maskrt.runtime import native_core
     from maskrt.runtime.video import sinks
 
     frame = Frame(cv2.resize(demo_image(8, (240, 400)), (600, 360)), 4, 0.16, name="x.png")
     d = predictor.predict(frame.image)
     assert len(d) > 0
     fast = sinks.frame_record(frame, d)
-    monkeypatch.setattr(sinks, "_native_core", lambda: None)
-    slow = sinks.frame_record(frame, d)  # Detections.to_json (pycocotools)
+    slow = sinks.frame_record(frame, d, native=False)  # Detections.to_json (pycocotools)
     assert fast == slow and slow == {"frame": 4, "timestamp": 0.16, "file": "x.png", **d.to_json()}
     assert sinks.frame_record(frame, d, with_masks=False).get("masks") is None
+    # no silent fallback: without the core the native paths fail and say so; native=False still works
+    monkeypatch.setattr(native_core, "_core", None)
+    with pytest.raises(native_core.NativeCoreUnavailableError, match="maskrt._core is not available"):
+        sinks.frame_record(frame, d)
+    with pytest.raises(native_core.NativeCoreUnavailableError):
+        draw_detections(frame.image, d)
+    assert sinks.frame_record(frame, d, native=False) == slow
 
 
 # ============================================================================ command line
@@ -694,7 +701,7 @@ def test_infer_command_on_a_folder(onnx_model, tmp_path):
         cv2.imwrite(str(src / name), demo_image(len(name) + size[0], size))
     (src / "readme.txt").write_text("not an image")
     out = tmp_path / "out"
-    r = _cli("infer", "--model", str(onnx_model), str(src), "--out", str(out), "--threads", "2")
+    r = _cli("infer", "--model", str(onnx_model), str(src), "--out-dir", str(out), "--threads", "2")
     assert r.returncode == 0, r.stderr
     assert "readme.txt" in r.stderr and "3 image(s)" in r.stdout
     assert sorted(p.name for p in out.iterdir()) == ["a.json", "a.png", "b.json", "b.png", "c.json", "c.png"]
@@ -711,7 +718,7 @@ def test_infer_command_on_a_folder(onnx_model, tmp_path):
     one = tmp_path / "one"
     shutil.copy(src / "b.png", tmp_path / "b.png")
     code = ("import sys; from maskrt.runtime.video_cli import main; "
-            f"rc = main(['infer', '--model', {str(onnx_model)!r}, {str(tmp_path / 'b.png')!r}, '--out', "
+            f"rc = main(['infer', '--model', {str(onnx_model)!r}, {str(tmp_path / 'b.png')!r}, '--out-dir', "
             f"{str(one)!r}, '--no-overlay']); "
             "bad = [m for m in ('torch', 'onnx') if m in sys.modules]; print('loaded:', bad); "
             "sys.exit(rc or bool(bad))")
