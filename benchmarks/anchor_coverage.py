@@ -5,7 +5,7 @@ whatever their IoU), so a box whose best anchor IoU is low is learnt from one po
 anchor only. This prints, per box size (sqrt of the box area), the fraction of boxes whose best
 anchor reaches 0.7 / 0.5 and the median best IoU, for each anchor-size set given.
 
-    .venv/bin/python benchmarks/anchor_coverage.py --ann data/synth/annotations/instances_train.json \\
+    .venv/bin/python -m maskrt.benchmarks.anchor_coverage --ann data/synth/annotations/instances_train.json \\
         --sizes 32,64,128,256,512 --sizes 16,32,64,128,256
 
 Anchors are the model's own (``maskrt.train.model.anchors.grid_anchors``, the preset's aspect

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from maskrt.runtime.cli import renamed_option
 from maskrt.runtime.config import preset
-
-from .onnx_export import FLAVOURS
+from maskrt.runtime.model_meta import FLAVOURS, PRECISIONS
 
 
 def _load_model(checkpoint: str | None, config: str | None, size: list[int] | None, seed: int = 0):
@@ -55,8 +55,15 @@ def add_export_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="ort: standard ops for ONNX Runtime; trt: RoIAlign/NMS as maskrt TensorRT plugin nodes")
     p.add_argument("--size", type=_size, nargs=2, metavar=("H", "W"), default=None,
                    help="input size baked into the graph (multiples of 32); default: the config's")
-    p.add_argument("--batch", type=int, default=1,
-                   help="batch of the check run after export (the graph's batch is dynamic)")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="fp32; fp16: the dense network in float16 with float32 islands (pre-processing, anchors, "
+                        "box decoding, RoIs, NMS, outputs); int8: Q/DQ on Conv/Gemm/MatMul, calibrated on --calib")
+    p.add_argument("--calib", metavar="DIR", default=None,
+                   help="int8: folder of calibration images (letterboxed like the runtime does)")
+    p.add_argument("--calib-images", type=int, metavar="N", default=None,
+                   help="int8: calibrate on at most the first N images (default 64)")
+    p.add_argument("--batch", type=int, default=1, metavar="N",
+                   help="frames per inference of the check run after export (the graph's batch is dynamic)")
     p.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime vs PyTorch check run")
     return p
 
@@ -71,12 +78,22 @@ def run_export(args: argparse.Namespace) -> int:
 
     if args.batch < 1:
         raise ValueError(f"--batch must be >= 1, got {args.batch}")
+    if (args.precision == "int8") != (args.calib is not None):
+        raise ValueError("--precision int8 needs --calib DIR (calibration images); --calib is for int8 only")
+    if args.calib_images is not None and (args.precision != "int8" or args.calib_images < 1):
+        raise ValueError("--calib-images N: a positive number, with --precision int8")
     t = time.perf_counter()
     model = _load_model(args.checkpoint, args.config, args.size)
     print(f"[export] loaded {model.cfg.name} (input {model.cfg.input_size[0]}x{model.cfg.input_size[1]}, "
           f"{model.cfg.num_classes} classes) in {time.perf_counter() - t:.1f} s")
-    s = export_model(model, args.out, args.flavour, progress=lambda m: print(f"[export] {m}"))
-    if not args.no_check:
+    s = export_model(model, args.out, args.flavour, precision=args.precision, calib_dir=args.calib,
+                     calib_images=args.calib_images, progress=lambda m: print(f"[export] {m}"))
+    if not args.no_check and args.precision != "fp32":
+        # NOTE: reduced precision is not expected to match PyTorch's fp32 within the parity
+        # tolerances; its loss is measured against the fp32 graph (docs/results.md, tests).
+        print(f"[export] {args.precision}: check run skipped (compare with the fp32 graph: maskrt parity, "
+              f"docs/results.md)")
+    elif not args.no_check:
         t = time.perf_counter()
         images = np.stack([demo_image(i, model.cfg.input_size) for i in range(args.batch)])
         ref = torch_runner(model)(images)
@@ -101,10 +118,14 @@ def add_parity_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--data", default=None,
                    help="COCO-format data root (annotations/instances_val.json + val/) to compare COCO AP on")
     p.add_argument("--limit", type=int, default=None, help="only the first N images of --data")
-    p.add_argument("--flavours", nargs="+", choices=FLAVOURS, default=list(FLAVOURS))
-    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--flavour", action="append", choices=FLAVOURS, default=None,
+                   help="a graph flavour to compare; repeat for several (default: all of " + ", ".join(FLAVOURS) + ")")
+    renamed_option(p, "--flavours", "--flavour F, once per flavour (--flavour ort --flavour trt)")
+    p.add_argument("--batch", type=int, default=4, metavar="N", help="frames per inference of the batch check (4)")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", default=None, help="folder for the exported graphs (default: a temporary one)")
+    p.add_argument("--out-dir", default=None, metavar="DIR",
+                   help="folder for the exported graphs (default: a temporary one)")
+    renamed_option(p, "--out", "--out-dir DIR (parity writes a folder of graphs; the report is --json FILE)")
     p.add_argument("--json", default=None, help="write the report as JSON here")
     p.add_argument("--seed", type=int, default=0)
     return p
@@ -128,7 +149,8 @@ def run_parity(args: argparse.Namespace) -> int:
         if args.limit:
             dataset.ids = dataset.ids[: args.limit]
     with tempfile.TemporaryDirectory() as tmp:
-        rows = _run(model, images, args.out or tmp, flavours=args.flavours, threads=args.threads, batch=args.batch,
+        rows = _run(model, images, args.out_dir or tmp,
+                    flavours=list(dict.fromkeys(args.flavour or FLAVOURS)), threads=args.threads, batch=args.batch,
                     dataset=dataset, progress=lambda m: print(f"[parity] {m}"))
     print(format_report(rows))
     if args.json:

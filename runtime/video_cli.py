@@ -6,7 +6,7 @@
     maskrt video --model m.onnx --source 0 --source rtsp://user:pw@cam2/stream --batch 2 --jsonl out.jsonl
                                                                   # two cameras, one batched pipeline:
                                                                   # out_0.jsonl, out_1.jsonl
-    maskrt infer --model m.onnx photos/ --out results/            # <stem>.json + <stem>.png per image
+    maskrt infer --model m.onnx photos/ --out-dir results/        # <stem>.json + <stem>.png per image
 
 ``runtime/cli.py`` wires them: ``add_video_arguments(parser)`` / ``run_video(args)`` and
 ``add_infer_arguments(parser)`` / ``run_infer(args)``. This module also runs on its own
@@ -22,6 +22,8 @@ import sys
 import threading
 from pathlib import Path
 from typing import Any, TextIO
+
+from maskrt.runtime.cli import renamed_option
 
 __all__ = ["add_infer_arguments", "add_video_arguments", "main", "run_infer", "run_video"]
 
@@ -196,7 +198,7 @@ def add_video_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_tracker_arguments(parser: argparse.ArgumentParser) -> None:
     """``--track/--no-track`` and the tracker's parameters (``maskrt.runtime.tracking.TrackerConfig``)."""
-    from maskrt.runtime.tracking.config import TrackerConfig  # numpy only: scipy loads when tracking runs
+    from maskrt.runtime.tracking.config import TrackerConfig  # standard library only: scipy loads when tracking runs
 
     d = TrackerConfig()
     g = parser.add_argument_group("tracking", "stable instance ids across frames (ByteTrack-style: mask IoU + box "
@@ -423,7 +425,8 @@ def add_infer_arguments(parser: argparse.ArgumentParser) -> None:
                           "scores, classes, names, COCO RLE masks in original pixels) and <stem>.png (the overlay).")
     _add_model_arguments(parser)
     parser.add_argument("input", metavar="IMAGE|DIR", help="an image file, or a folder of images (non-images skipped)")
-    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
+    parser.add_argument("--out-dir", required=True, metavar="DIR", help="output folder (created)")
+    renamed_option(parser, "--out", "--out-dir DIR (infer writes a folder)")
     parser.add_argument("--no-overlay", action="store_true", help="write only the JSON files")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run_infer)
@@ -443,7 +446,7 @@ def run_infer(args: argparse.Namespace) -> int:
         source = ImageFolderSource([path], on_event=console.message)
     else:
         raise FileNotFoundError(f"{path}: no such image or folder")
-    out = Path(args.out)
+    out = Path(args.out_dir)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {out}: exists and is not a folder")
 

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from pycocotools.coco import COCO
 
 
@@ -17,7 +18,7 @@ def test_demo_runs_the_whole_chain(tmp_path):
     import cv2
 
     out = tmp_path / "demo"
-    r = _run("demo", "--seed", "1", "--frames", "6", "--out", str(out))
+    r = _run("demo", "--seed", "1", "--frames", "6", "--out-dir", str(out))
     assert r.returncode == 0, r.stderr
     assert "identical detections" in r.stdout
     assert ("ONNX outputs: num_detections int32 [1], boxes float32 [1, 50, 4], scores float32 [1, 50], "
@@ -47,7 +48,7 @@ def test_errors_are_one_line_and_nonzero(tmp_path):
     r = _run("demo", "--config", "no-such-config")
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == ["maskrt demo: error: unknown config 'no-such-config'; "
-                                             "choose one of ['mnv3', 'mnv3-small', 'r18-small', 'r50']"]
+                                             "choose one of ['mnv3', 'mnv3-lite', 'r18-small', 'r50']"]
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
     r = _run("demo", "--checkpoint", str(bad))
@@ -58,7 +59,7 @@ def test_errors_are_one_line_and_nonzero(tmp_path):
 
 def test_data_synth_writes_a_coco_set(tmp_path):
     out = tmp_path / "synth"
-    r = _run("data", "synth", "--out", str(out), "--train", "3", "--val", "2", "--seed", "4", "--no-progress")
+    r = _run("data", "synth", "--out-dir", str(out), "--train", "3", "--val", "2", "--seed", "4", "--no-progress")
     assert r.returncode == 0, r.stderr
     for split, n in (("train", 3), ("val", 2)):
         ann = out / "annotations" / f"instances_{split}.json"
@@ -66,3 +67,46 @@ def test_data_synth_writes_a_coco_set(tmp_path):
         coco = COCO(str(ann))
         assert len(coco.getImgIds()) == n
         assert len(list((out / split).glob("*.png"))) == n
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["bench", "--out", "d"], "maskrt bench: error: --out was renamed: use --out-dir DIR (bench writes a folder)"),
+    (["demo", "--out", "d"], "maskrt demo: error: --out was renamed: use --out-dir DIR (the demo writes a folder)"),
+    (["infer", "--model", "m.onnx", "x.png", "--out", "d"],
+     "maskrt infer: error: --out was renamed: use --out-dir DIR (infer writes a folder)"),
+    (["train", "--out", "d"], "maskrt train: error: --out was renamed: use --out-dir DIR (train writes a folder)"),
+    (["data", "synth", "--out", "d"],
+     "maskrt data synth: error: --out was renamed: use --out-dir DIR (data synth writes a folder)"),
+    (["parity", "--flavours", "ort"],
+     "maskrt parity: error: --flavours was renamed: use --flavour F, once per flavour (--flavour ort --flavour trt)"),
+    (["parity", "--out", "d"], "maskrt parity: error: --out was renamed: use --out-dir DIR (parity writes a folder "
+                               "of graphs; the report is --json FILE)"),
+    (["eval", "--checkpoint", "c.pt", "--batch-size", "2"],
+     "maskrt eval: error: --batch-size was renamed: use --batch N (images per inference)"),
+])
+def test_old_spellings_fail_with_one_line_naming_the_new(argv, line, capsys):
+    from maskrt.runtime.cli import main
+
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [line]
+
+
+def test_parity_flavour_is_repeatable():
+    from maskrt.runtime.cli import build_parser
+
+    argv = ["parity", "--flavour", "trt", "--flavour", "ort"]
+    assert build_parser(argv).parse_args(argv).flavour == ["trt", "ort"]
+    assert build_parser(["parity"]).parse_args(["parity"]).flavour is None  # all flavours
+
+
+def test_old_preset_name_is_an_alias_with_a_deprecation_line():
+    import warnings
+
+    from maskrt.runtime.config import preset
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        old = preset("mnv3-small")
+    assert [str(w.message) for w in seen] == [
+        "preset 'mnv3-small' is deprecated (its body is MobileNetV3-Large): use 'mnv3-lite'"]
+    assert old == preset("mnv3-lite") and old.backbone == "mobilenet_v3_large"

@@ -12,7 +12,7 @@ MAX_BYTES = 20 * 1024 * 1024
 
 # What the committed checkpoint scores on the 16 unseen images below (seed 2024), measured when it
 # was committed with
-#   maskrt data synth --out data/unseen2024 --train 0 --val 16 --seed 2024
+#   maskrt data synth --out-dir data/unseen2024 --train 0 --val 16 --seed 2024
 #   maskrt eval --checkpoint maskrt/assets/default.pt --data data/unseen2024
 # Replace these four numbers (and nothing else) when the default checkpoint changes.
 MEASURED = {

@@ -39,6 +39,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from maskrt.runtime.cli import renamed_option
 from maskrt.runtime.postprocess import masks_to_rle, paste_masks, scale_detections
 
 if TYPE_CHECKING:
@@ -497,7 +498,8 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     parser.add_argument("--ann", default=None, help="COCO annotation file (overrides --data/--split)")
     parser.add_argument("--images", default=None, help="image folder (overrides --data/--split)")
     parser.add_argument("--out", default=None, help="write the metrics as JSON to this file")
-    parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default 1)")
+    parser.add_argument("--batch", type=int, default=1, metavar="N", help="images per inference (default 1)")
+    renamed_option(parser, "--batch-size", "--batch N (images per inference)")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     parser.add_argument("--pad-to-input", action="store_true",
                         help="zero-pad images to the model input size, as the deployment graph sees them")
@@ -535,8 +537,8 @@ def run_eval(args: argparse.Namespace) -> int:
     from maskrt.train.model.checkpoint import load_checkpoint
 
     ann_file, image_dir = resolve_eval_data(args.data, args.split, args.ann, args.images)
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.batch < 1:
+        raise ValueError(f"--batch must be >= 1, got {args.batch}")
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
     dataset = CocoInstances(ann_file, image_dir)
@@ -550,7 +552,7 @@ def run_eval(args: argparse.Namespace) -> int:
               f"data {list(dataset.class_names[1:])}", file=sys.stderr)
 
     n_images = len(dataset) if args.limit is None else min(args.limit, len(dataset))
-    metrics = evaluate_model(model, dataset, batch_size=args.batch_size, progress=not args.no_progress,
+    metrics = evaluate_model(model, dataset, batch_size=args.batch, progress=not args.no_progress,
                              pad_to_input=args.pad_to_input, limit=args.limit, verbose=args.verbose)
     print(f"model : {cfg.name} ({cfg.backbone}, {cfg.num_classes} classes incl. background) from {args.checkpoint}")
     print(f"data  : {ann_file} ({n_images} of {len(dataset)} images)")

@@ -1,12 +1,11 @@
-"""``TrackerConfig``: the tracker's parameters, validated (numpy only: the CLI reads its defaults
-without loading scipy)."""
+"""``TrackerConfig``: the tracker's parameters, validated (standard library only: ``maskrt video
+--help`` reads its defaults without loading numpy or scipy)."""
 
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, fields
-
-import numpy as np
 
 __all__ = ["TrackerConfig"]
 
@@ -48,7 +47,7 @@ class TrackerConfig:
 
         def integer(name: str, lo: int) -> None:
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo:
                 raise ValueError(f"tracker: {name} must be an integer >= {lo}, got {v!r}")
 
         for name in ("high_score", "low_score", "new_track_score", "match_iou", "low_match_iou",

@@ -1,8 +1,9 @@
 """Annotated frames: masks alpha-blended in class colours, box outlines and ``name score`` labels.
 
 Masks and boxes are drawn by the native core (``maskrt.runtime.native_core``: ``paste_label_map``
-+ ``draw_overlay``, C++ that releases the GIL) when it is built, else by the numpy/OpenCV
-reference below, which follows the same rules exactly:
++ ``draw_overlay``, C++ that releases the GIL), or with ``native=False`` by the numpy/OpenCV
+reference below, which follows the same rules exactly (no silent fallback: without the core,
+``native=True`` raises ``NativeCoreUnavailableError``):
 
 * instances are taken in descending score order (stable); a pixel covered by several masks is
   blended once, with the colour of the highest-scoring one (the label-map rule);
@@ -39,7 +40,7 @@ UNTRACKED_COLOUR = (160, 160, 160)
 
 
 def native_overlay_available() -> bool:
-    """Whether the native core (``maskrt._core``) is built and used by :func:`draw_detections`."""
+    """Whether the native core (``maskrt._core``) is built (what :func:`draw_detections` needs by default)."""
     try:
         from maskrt.runtime import native_core
     except ImportError:
@@ -133,14 +134,15 @@ def _labels(out: np.ndarray, boxes: np.ndarray, texts: list[str], colours: np.nd
 
 def draw_detections(image: np.ndarray, dets: Detections, *, alpha: float = 0.5, draw_boxes: bool = True,
                     draw_labels: bool = True, mask_threshold: float = 0.5, copy: bool = True,
-                    native: bool | None = None, threads: int = 1) -> np.ndarray:
+                    native: bool = True, threads: int = 1) -> np.ndarray:
     """Draws ``dets`` on ``image`` and returns the annotated image (rules in the module docstring).
 
     image: uint8 [H, W, 3] BGR with (H, W) == ``dets.image_size``; drawn on a copy unless
     ``copy=False`` (then in place: it must be C-contiguous and writeable). alpha: mask opacity in
-    [0, 1] (0: no masks). native: None = the native core when built, True = require it, False =
-    the numpy reference. threads: threads of the native calls (1 by default: in the video
-    pipeline the other stages and the inference library want the rest of the cores).
+    [0, 1] (0: no masks). native: True = the native core (``NativeCoreUnavailableError`` when it
+    is not built: no silent fallback), False = the numpy reference. threads: threads of the native
+    calls (1 by default: in the video pipeline the other stages and the inference library want the
+    rest of the cores).
     """
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
@@ -152,7 +154,7 @@ def draw_detections(image: np.ndarray, dets: Detections, *, alpha: float = 0.5, 
         raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
     if not (0.0 <= float(mask_threshold) < 1.0):
         raise ValueError(f"mask_threshold must be in [0, 1), got {mask_threshold!r}")
-    use_native = native_overlay_available() if native is None else bool(native)
+    use_native = bool(native)
     out = image.copy() if copy else image
     if not copy and (not out.flags.c_contiguous or not out.flags.writeable):
         raise ValueError("image must be C-contiguous and writeable to draw in place (or pass copy=True)")
