@@ -258,7 +258,7 @@ def make_clip(kind: str = "moving", *, frames: int = 60, frame_size: tuple[int, 
               seed: int = 0, fps: float = 25.0, objects: int | None = None) -> Clip:
     """Build a clip (nothing rendered yet). ``objects``: the random wanderers of a ``"moving"``
     clip (default 6, besides the 5 scripted objects) or the objects of a ``"pan"`` world
-    (default 24)."""
+    (default 14: as many per frame as in the training images, the world being two frames wide)."""
     if kind not in KINDS:
         raise ValueError(f"unknown clip kind {kind!r} (choose from {', '.join(KINDS)})")
     if frames < 1:
@@ -274,7 +274,7 @@ def make_clip(kind: str = "moving", *, frames: int = 60, frame_size: tuple[int, 
         events = _moving_scene(b, h, w, 6 if objects is None else int(objects))
     else:
         world_w = 2 * w
-        _pan_scene(b, h, world_w, 24 if objects is None else int(objects))
+        _pan_scene(b, h, world_w, 14 if objects is None else int(objects))
         # A triangle wave over the clip: the camera sweeps right by one frame width, then back, so
         # objects leave by one edge and come back by it under the same track id.
         t = np.arange(frames, dtype=np.float64) / max(frames - 1, 1)
@@ -376,7 +376,7 @@ def add_clip_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--fps", type=float, default=25.0, help="frame rate written in the video (default 25)")
     parser.add_argument("--objects", type=int, default=None,
-                        help="random wanderers of a moving clip (default 6) or objects of a pan (default 24)")
+                        help="random wanderers of a moving clip (default 6) or objects of a pan (default 14)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
