@@ -16,10 +16,10 @@ import argparse
 import json
 import os
 import platform
-import time
 from pathlib import Path
 
 import numpy as np
+from timing import timeit
 
 
 def scene(n: int, frames: int, seed: int = 0) -> list[tuple]:
@@ -36,15 +36,16 @@ def scene(n: int, frames: int, seed: int = 0) -> list[tuple]:
     return out
 
 
-def time_updates(make, frames: list[tuple], warmup: int) -> np.ndarray:
+def time_updates(make, frames: list[tuple], warmup: int) -> dict:
+    """benchmarks/timing.timeit over consecutive frames: each call is the next frame's update."""
     t = make()
-    ms = []
-    for i, f in enumerate(frames):
-        t0 = time.perf_counter()
+    it = iter(enumerate(frames))
+
+    def step() -> None:
+        i, f = next(it)
         t.update(*f, frame_index=i)
-        if i >= warmup:
-            ms.append((time.perf_counter() - t0) * 1e3)
-    return np.asarray(ms)
+
+    return timeit(step, repeats=len(frames) - warmup, warmup=warmup)
 
 
 def main() -> None:
@@ -60,9 +61,7 @@ def main() -> None:
     for n in args.sizes:
         frames = scene(n, args.frames)
         for name, make in (("tracker", Tracker), ("greedy", GreedyIoUTracker)):
-            ms = time_updates(make, frames, args.warmup)
-            rows.append({"tracker": name, "instances": n, "frames": len(ms), "median_ms": float(np.median(ms)),
-                         "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean())})
+            rows.append({"tracker": name, "instances": n, **time_updates(make, frames, args.warmup)})
             print(f"{name:<8} {n:>4} instances: median {rows[-1]['median_ms']:.3f} ms, p99 {rows[-1]['p99_ms']:.3f} "
                   f"ms per frame")
     if args.out:

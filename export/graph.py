@@ -82,14 +82,32 @@ class GraphBuilder:
         """
         g = model.graph
         mapping = dict(inputs)
-        for init in g.initializer:
-            new = f"{prefix}/{init.name}"
+        constant = set()  # sub-model names that are initializers
+
+        def add_initializer(tensor: onnx.TensorProto, name: str) -> None:
             t = onnx.TensorProto()
-            t.CopyFrom(init)
-            t.name = new
+            t.CopyFrom(tensor)
+            t.name = f"{prefix}/{name}"
             self.initializers.append(t)
-            mapping[init.name] = new
+            mapping[name] = t.name
+            constant.add(name)
+
+        for init in g.initializer:
+            add_initializer(init, init.name)
+        outputs = {o.name for o in g.output}
         for node in g.node:
+            # NOTE: every weight and bias an initializer: torch.onnx writes some as Constant nodes and
+            # feeds a tensor shared by several layers (equal Conv biases) through Identity nodes, so
+            # a Conv's bias is a computed value, which quantizers ("Expected bias ... to be an
+            # initializer") and parsers handle worse. Both become plain initializers here.
+            if node.op_type == "Constant" and [a.name for a in node.attribute] == ["value"] \
+                    and node.output[0] not in outputs:
+                add_initializer(node.attribute[0].t, node.output[0])
+                continue
+            if node.op_type == "Identity" and node.input[0] in constant and node.output[0] not in outputs:
+                mapping[node.output[0]] = mapping[node.input[0]]
+                constant.add(node.output[0])
+                continue
             n = onnx.NodeProto()
             n.CopyFrom(node)
             n.name = f"{prefix}/{node.name or node.op_type}"
@@ -146,3 +164,4 @@ def value_info(name: str, elem_type: int, shape: Sequence[int | str]) -> onnx.Va
 
 FLOAT, INT32, INT64, UINT8, BOOL = TensorProto.FLOAT, TensorProto.INT32, TensorProto.INT64, TensorProto.UINT8, \
     TensorProto.BOOL
+FLOAT16 = TensorProto.FLOAT16

@@ -46,6 +46,12 @@ def check_trt_ops(model: onnx.ModelProto, table: dict) -> None:
     for n in model.graph.node:
         if n.op_type == "Constant":
             consts[n.output[0]] = n
+    # NOTE: an int8 weight is DequantizeLinear(int8 initializer, scale, zero point): the explicit
+    # quantization pattern TensorRT's parser takes as a constant weight (export/quantize.py).
+    weights = dict(consts)
+    for n in model.graph.node:
+        if n.op_type == "DequantizeLinear" and all(x in consts for x in n.input if x):
+            weights[n.output[0]] = n
     problems = []
     for n in model.graph.node:
         where = f"node {n.name or '?'} ({n.op_type})"
@@ -68,7 +74,8 @@ def check_trt_ops(model: onnx.ModelProto, table: dict) -> None:
         elif n.op_type not in TRT_PARSER_OPS:
             problems.append(f"{where}: not supported by TensorRT's ONNX parser")
         for i in _MUST_BE_CONSTANT.get(n.op_type, ()):
-            if i < len(n.input) and n.input[i] and n.input[i] not in consts:
+            known = weights if n.op_type in ("Conv", "ConvTranspose") else consts
+            if i < len(n.input) and n.input[i] and n.input[i] not in known:
                 problems.append(f"{where}: input {i} must be a constant for TensorRT")
         if n.op_type == "TopK" and len(n.input) > 1 and n.input[1] in consts:
             c = consts[n.input[1]]

@@ -40,7 +40,16 @@ import onnx
 import torch
 from torch import Tensor, nn
 
-from maskrt.runtime.model_meta import FLAVOURS, FORMAT_VERSION, META_CONFIG, META_FLAVOUR, META_FORMAT, META_PLUGINS
+from maskrt.runtime.model_meta import (
+    FLAVOURS,
+    FORMAT_VERSION,
+    META_CONFIG,
+    META_FLAVOUR,
+    META_FORMAT,
+    META_PLUGINS,
+    META_PRECISION,
+    PRECISIONS,
+)
 from maskrt.runtime.plugin_table import load_plugin_table
 from maskrt.train.model.anchors import grid_anchors
 from maskrt.train.model.box_ops import BBOX_XFORM_CLIP
@@ -49,7 +58,7 @@ from maskrt.train.model.roi_align import CANONICAL_LEVEL, CANONICAL_SCALE, K_MAX
 from maskrt.train.model.roi_heads import FPN_STRIDES, MIN_DETECTION_SIZE
 from maskrt.train.model.rpn import _flatten_level
 
-from .graph import FLOAT, INT32, INT64, OPSET, UINT8, GraphBuilder, value_info
+from .graph import FLOAT, FLOAT16, INT32, INT64, OPSET, UINT8, GraphBuilder, value_info
 
 # Below every real score (probabilities are >= 0): marks filtered / padding candidates.
 SENTINEL = -1.0
@@ -58,51 +67,63 @@ SENTINEL = -1.0
 
 # ----------------------------------------------------------------------------- dense parts
 class _Front(nn.Module):
-    """uint8 [B, H, W, 3] BGR -> P2..P5 float [B, C, H_l, W_l], RPN logits float [B, N] and
-    deltas float [B, N, 4] (levels P2..P6 concatenated, (y, x, anchor) order within a level)."""
+    """uint8 [B, H, W, 3] BGR -> P2..P5 [B, C, H_l, W_l] in the dense dtype, RPN logits float
+    [B, N] and deltas float [B, N, 4] (levels P2..P6 concatenated, (y, x, anchor) order within a
+    level).
 
-    def __init__(self, model: MaskRCNN):
+    NOTE: ``dtype`` float16: the uint8 -> float cast and the normalisation stay float32 (the
+    mean/std are kept in float32 here), the backbone, FPN and RPN head compute in float16, and the
+    RPN outputs go back to float32 (anchors, decoding and clipping are float32: in float16 the
+    spacing of values in [1024, 2048) is 1 px).
+    """
+
+    def __init__(self, model: MaskRCNN, dtype: torch.dtype = torch.float32):
         super().__init__()
         self.model = model
+        self.dtype = dtype
         cfg = model.cfg
         # The model flips BGR -> RGB with flip(0) per image; an index gather is the same thing.
         order = [2, 1, 0] if cfg.channel_order == "RGB" else [0, 1, 2]
         self.register_buffer("order", torch.tensor(order), persistent=False)
+        self.register_buffer("mean", model.pixel_mean.detach().to(torch.float32).clone(), persistent=False)
+        self.register_buffer("std", model.pixel_std.detach().to(torch.float32).clone(), persistent=False)
 
     def forward(self, images: Tensor):
         m = self.model
         x = images.to(torch.float32).permute(0, 3, 1, 2)
         x = torch.index_select(x, 1, self.order)
-        x = (x - m.pixel_mean) / m.pixel_std
+        x = ((x - self.mean) / self.std).to(self.dtype)
         feats = m.backbone(x)
         levels = [feats[k] for k in ("0", "1", "2", "3", "pool")]
         logits, deltas = m.rpn.head(levels)
         flat = [_flatten_level(lg, dl) for lg, dl in zip(logits, deltas, strict=True)]
-        obj = torch.cat([f[0] for f in flat], dim=1)
-        dlt = torch.cat([f[1] for f in flat], dim=1)
+        obj = torch.cat([f[0] for f in flat], dim=1).to(torch.float32)
+        dlt = torch.cat([f[1] for f in flat], dim=1).to(torch.float32)
         return (*levels[:4], obj, dlt)
 
 
 class _BoxHead(nn.Module):
-    """pooled float [R, C, 7, 7] -> class logits float [R, K], deltas float [R, 4K]."""
+    """pooled [R, C, 7, 7] (dense dtype) -> class logits float [R, K], deltas float [R, 4K]
+    (float32 out: softmax, decoding and NMS are float32 islands)."""
 
     def __init__(self, model: MaskRCNN):
         super().__init__()
         self.heads = model.roi_heads
 
     def forward(self, pooled: Tensor):
-        return self.heads.box_predictor(self.heads.box_head(pooled))
+        logits, deltas = self.heads.box_predictor(self.heads.box_head(pooled))
+        return logits.to(torch.float32), deltas.to(torch.float32)
 
 
 class _MaskHead(nn.Module):
-    """pooled float [R, C, 14, 14] -> mask logits float [R, K, M, M]."""
+    """pooled [R, C, 14, 14] (dense dtype) -> mask logits float [R, K, M, M]."""
 
     def __init__(self, model: MaskRCNN):
         super().__init__()
         self.heads = model.roi_heads
 
     def forward(self, pooled: Tensor):
-        return self.heads.mask_predictor(self.heads.mask_head(pooled))
+        return self.heads.mask_predictor(self.heads.mask_head(pooled)).to(torch.float32)
 
 
 def _trace(module: nn.Module, args: tuple, inputs: list[str], outputs: list[str],
@@ -129,8 +150,9 @@ class _Dims:
 
 
 class _MaskRCNNGraph:
-    def __init__(self, model: MaskRCNN, flavour: str, table: dict):
+    def __init__(self, model: MaskRCNN, flavour: str, table: dict, dense: int = FLOAT):
         self.model, self.cfg, self.flavour, self.table = model, model.cfg, flavour, table
+        self.dense = dense  # FLOAT or FLOAT16: the dtype of features and pooled RoIs
         self.g = GraphBuilder()
         if flavour == "trt":
             self.g.domains[table["onnx_domain"]] = 1
@@ -293,10 +315,18 @@ class _MaskRCNNGraph:
         return rois, count
 
     def pyramid_roi_align(self, feats: list[str], rois: str, r: int, size: int) -> str:
-        """rois float [B, r, 4] -> pooled float [B*r, C, size, size] from the level each RoI's
-        size selects (train/model/roi_align.py semantics)."""
+        """rois float [B, r, 4] -> pooled [B*r, C, size, size] (dense dtype) from the level each
+        RoI's size selects (train/model/roi_align.py semantics).
+
+        NOTE: the RoIs and the level assignment are float32 in every precision. The trt plugin
+        takes float16 features and pools in their dtype (plugins/plugin_table.json); ONNX's
+        RoiAlign gets float32 features (an exact cast) and its output is cast to the dense dtype.
+        """
         g, cfg = self.g, self.cfg
         c = cfg.fpn_channels
+        if self.flavour == "ort" and self.dense != FLOAT:
+            pooled = self._pyramid_roi_align_ort([g.op("Cast", [f], to=FLOAT) for f in feats], rois, r, size)
+            return g.op("Cast", [pooled], to=self.dense)
         if self.flavour == "trt":
             pooled = self._plugin(
                 "MaskrtPyramidRoIAlign", [rois, *feats], 1, output_size=size,
@@ -304,6 +334,12 @@ class _MaskRCNNGraph:
                 strides=list(FPN_STRIDES), first_level=K_MIN, canonical_scale=float(CANONICAL_SCALE),
                 canonical_level=CANONICAL_LEVEL)
             return g.op("Reshape", [pooled, g.i64(-1, c, size, size)])
+        return self._pyramid_roi_align_ort(feats, rois, r, size)
+
+    def _pyramid_roi_align_ort(self, feats: list[str], rois: str, r: int, size: int) -> str:
+        """The ort flavour of :meth:`pyramid_roi_align` on float32 features."""
+        g, cfg = self.g, self.cfg
+        c = cfg.fpn_channels
         flat = g.op("Reshape", [rois, g.i64(-1, 4)])  # [B*r, 4]
         n = g.op("Slice", [g.op("Shape", [flat]), g.i64(0), g.i64(1)])  # [1]
         bidx = g.op("Div", [g.op("Range", [g.const(np.int64(0)), g.op("Squeeze", [n, g.i64(0)]),
@@ -386,7 +422,9 @@ class _MaskRCNNGraph:
         """Mask probabilities of each detection's class: float [B, D, M, M], zero past the count."""
         g, cfg = self.g, self.cfg
         d, m = cfg.detections_per_img, cfg.mask_resolution
-        pooled = self.pyramid_roi_align(feats, det_boxes, d, cfg.mask_roi_size)
+        # NOTE: named alike in both flavours (the int8 calibration of the ort graph serves the trt one)
+        pooled = g.op("Identity", [self.pyramid_roi_align(feats, det_boxes, d, cfg.mask_roi_size)],
+                      outputs=["masks/pooled"])
         logits = g.inline(mask_head, {"pooled": pooled}, "mask_head")["mask_logits"]  # [B*D, K, M, M]
         cls = g.op("Reshape", [g.op("Cast", [classes], to=INT64), g.i64(-1, 1, 1, 1)])
         cls = g.op("Expand", [cls, g.i64(1, 1, m, m)])
@@ -409,7 +447,8 @@ class _MaskRCNNGraph:
             rois, num_rois = self.rpn(images, f["rpn_logits"], f["rpn_deltas"], dims)
         p = cfg.rpn_post_nms_top_n_test
         with g.scope("box_roi_align"):
-            pooled = self.pyramid_roi_align(feats, rois, p, cfg.box_roi_size)
+            pooled = g.op("Identity", [self.pyramid_roi_align(feats, rois, p, cfg.box_roi_size)],
+                          outputs=["box_roi_align/pooled"])
         bh = g.inline(box_head, {"pooled": pooled}, "box_head")
         with g.scope("detections"):
             count, boxes, scores, classes = self.detections(images, rois, num_rois, bh["class_logits"],
@@ -448,14 +487,16 @@ class ExportSummary:
                 f"{self.seconds:.1f} s, sha256 {self.sha256[:12]}")
 
 
-def export_model(model: MaskRCNN, out: str | Path, flavour: str = "ort", *,
-                 progress: Callable[[str], None] | None = None) -> ExportSummary:
-    """Exports an eval-mode MaskRCNN to ``out`` (the deployment contract, dynamic batch, the
-    config's fixed input size). Raises ValueError for a bad flavour or config."""
+def build_graph(model: MaskRCNN, flavour: str = "ort", precision: str = "fp32", *,
+                progress: Callable[[str], None] | None = None) -> onnx.ModelProto:
+    """The checked ONNX graph of an eval-mode MaskRCNN (deployment contract, dynamic batch, the
+    config's fixed input size) at ``precision`` "fp32" or "fp16" (int8 is made from the fp32
+    graph by export/quantize.py). Raises ValueError for a bad flavour, precision or config."""
     if flavour not in FLAVOURS:
         raise ValueError(f"flavour must be one of {FLAVOURS}, got {flavour!r}")
+    if precision not in ("fp32", "fp16"):
+        raise ValueError(f"build_graph: precision must be fp32 or fp16 (int8: export/quantize.py), got {precision!r}")
     say = progress or (lambda s: None)
-    t0 = time.perf_counter()
     cfg = model.cfg
     model = model.eval()
     table = load_plugin_table()
@@ -463,11 +504,16 @@ def export_model(model: MaskRCNN, out: str | Path, flavour: str = "ort", *,
     c = cfg.fpn_channels
 
     step = time.perf_counter()
-    front_mod = _Front(model).eval()
+    dtype = torch.float16 if precision == "fp16" else torch.float32
+    if precision == "fp16":
+        import copy
+
+        model = copy.deepcopy(model).to(dtype)  # the weights become float16 initializers
+    front_mod = _Front(model, dtype).eval()
     dummy = torch.zeros((2, H, W, 3), dtype=torch.uint8)
     with torch.no_grad():
         outs = front_mod(dummy)
-        p6 = model.backbone(torch.zeros((1, 3, H, W)))["pool"]
+        p6 = model.backbone(torch.zeros((1, 3, H, W), dtype=dtype))["pool"]
     feat_shapes = [tuple(o.shape[-2:]) for o in outs[:4]] + [tuple(p6.shape[-2:])]
     a = len(cfg.anchor_aspect_ratios)
     dims = _Dims(level_sizes=[h * w * a for h, w in feat_shapes], feat_shapes=feat_shapes)
@@ -477,20 +523,23 @@ def export_model(model: MaskRCNN, out: str | Path, flavour: str = "ort", *,
     say(f"traced backbone + FPN + RPN head ({len(front.graph.node)} nodes, {time.perf_counter() - step:.1f} s)")
 
     step = time.perf_counter()
-    box_head = _trace(_BoxHead(model).eval(), (torch.zeros(2, c, cfg.box_roi_size, cfg.box_roi_size),),
+    box_head = _trace(_BoxHead(model).eval(), (torch.zeros(2, c, cfg.box_roi_size, cfg.box_roi_size, dtype=dtype),),
                       ["pooled"], ["class_logits", "box_deltas"],
                       {"pooled": {0: "rois"}, "class_logits": {0: "rois"}, "box_deltas": {0: "rois"}})
-    mask_head = _trace(_MaskHead(model).eval(), (torch.zeros(2, c, cfg.mask_roi_size, cfg.mask_roi_size),),
+    mask_head = _trace(_MaskHead(model).eval(),
+                       (torch.zeros(2, c, cfg.mask_roi_size, cfg.mask_roi_size, dtype=dtype),),
                        ["pooled"], ["mask_logits"], {"pooled": {0: "rois"}, "mask_logits": {0: "rois"}})
     say(f"traced box head + mask head ({time.perf_counter() - step:.1f} s)")
 
     step = time.perf_counter()
-    metadata = {META_CONFIG: cfg.to_json(), META_FLAVOUR: flavour, META_FORMAT: FORMAT_VERSION}
+    metadata = {META_CONFIG: cfg.to_json(), META_FLAVOUR: flavour, META_FORMAT: FORMAT_VERSION,
+                META_PRECISION: precision}
     if flavour == "trt":
         metadata[META_PLUGINS] = json.dumps({p["name"]: p["version"] for p in table["plugins"]}, sort_keys=True)
-    graph = _MaskRCNNGraph(model, flavour, table)
+    graph = _MaskRCNNGraph(model, flavour, table, FLOAT16 if precision == "fp16" else FLOAT)
     onnx_model = graph.build(front, box_head, mask_head, dims, metadata)
-    say(f"wrote the {flavour} graph: proposals, RoIAlign, detections, masks ({time.perf_counter() - step:.1f} s)")
+    say(f"wrote the {flavour} {precision} graph: proposals, RoIAlign, detections, masks "
+        f"({time.perf_counter() - step:.1f} s)")
 
     step = time.perf_counter()
     check_model(onnx_model)
@@ -500,7 +549,12 @@ def export_model(model: MaskRCNN, out: str | Path, flavour: str = "ort", *,
 
         check_trt_ops(onnx_model, table)
         say("every non-plugin node is supported by TensorRT's ONNX parser")
+    return onnx_model
 
+
+def write_model(onnx_model: onnx.ModelProto, out: str | Path, t0: float) -> ExportSummary:
+    """Writes ``onnx_model`` to ``out`` atomically; the summary counts its ops."""
+    flavour = read_metadata(onnx_model).get(META_FLAVOUR, "?")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     data = onnx_model.SerializeToString()
@@ -512,6 +566,27 @@ def export_model(model: MaskRCNN, out: str | Path, flavour: str = "ort", *,
         ops[n.op_type] = ops.get(n.op_type, 0) + 1
     return ExportSummary(out, flavour, len(onnx_model.graph.node), ops, len(data), time.perf_counter() - t0,
                          hashlib.sha256(data).hexdigest())
+
+
+def export_model(model: MaskRCNN, out: str | Path, flavour: str = "ort", *, precision: str = "fp32",
+                 calib_dir: str | Path | None = None, calib_images: int | None = None,
+                 calib_cache_dir: str | Path | None = None,
+                 progress: Callable[[str], None] | None = None) -> ExportSummary:
+    """Exports an eval-mode MaskRCNN to ``out`` at ``precision`` (fp32 | fp16 | int8; int8 needs
+    ``calib_dir``, see export/quantize.py). Raises ValueError for a bad flavour, precision or
+    config."""
+    t0 = time.perf_counter()
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if (precision == "int8") != (calib_dir is not None):
+        raise ValueError("--precision int8 needs --calib DIR (calibration images), and only int8 takes it")
+    if precision != "int8":
+        return write_model(build_graph(model, flavour, precision, progress=progress), out, t0)
+    from .quantize import quantize_int8
+
+    onnx_model = quantize_int8(model, flavour, calib_dir, calib_images=calib_images, cache_dir=calib_cache_dir,
+                               progress=progress)
+    return write_model(onnx_model, out, t0)
 
 
 def check_model(model: onnx.ModelProto) -> None:

@@ -88,9 +88,13 @@ def cpu_runnable(model: onnx.ModelProto, table: dict) -> onnx.ModelProto:
     Plugin names/versions are checked against the plugin table first."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
+    from maskrt.runtime.model_meta import META_PRECISION
+
+    fp16 = {p.key: p.value for p in model.metadata_props}.get(META_PRECISION) == "fp16"
     specs = {p["name"]: p for p in table["plugins"]}
+    casts: dict[int, tuple[list[onnx.NodeProto], list[onnx.NodeProto]]] = {}  # node index -> casts
     n_plugins = 0
-    for node in out.graph.node:
+    for index, node in enumerate(out.graph.node):
         if node.domain != table["onnx_domain"]:
             continue
         spec = specs.get(node.op_type)
@@ -110,8 +114,28 @@ def cpu_runnable(model: onnx.ModelProto, table: dict) -> onnx.ModelProto:
         node.attribute.append(onnx.helper.make_attribute(ATTRS_KEY, json.dumps(full)))
         node.domain = CPU_DOMAIN
         n_plugins += 1
+        if fp16 and node.op_type == "MaskrtPyramidRoIAlign":
+            # NOTE: the fp16 graph feeds float16 features (the plugin table allows them) and gets
+            # float16 pooled RoIs; the CPU twin takes float32, so the features are widened
+            # (exactly) and the result rounded once, as the CUDA kernel accumulates in float32.
+            before, after = [], []
+            for i in range(1, len(node.input)):
+                wide = f"{node.input[i]}/cpu_f32_{index}"
+                before.append(onnx.helper.make_node("Cast", [node.input[i]], [wide], to=onnx.TensorProto.FLOAT))
+                node.input[i] = wide
+            narrow = node.output[0]
+            node.output[0] = f"{narrow}/cpu_f32"
+            after.append(onnx.helper.make_node("Cast", [node.output[0]], [narrow], to=onnx.TensorProto.FLOAT16))
+            casts[index] = (before, after)
     if n_plugins == 0:
         raise ValueError("no plugin nodes found: is this a trt-flavour model?")
+    if casts:
+        nodes = []
+        for index, node in enumerate(out.graph.node):
+            before, after = casts.get(index, ([], []))
+            nodes += [*before, node, *after]
+        del out.graph.node[:]
+        out.graph.node.extend(nodes)
     for imp in out.opset_import:
         if imp.domain == table["onnx_domain"]:
             imp.domain = CPU_DOMAIN

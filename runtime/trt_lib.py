@@ -34,7 +34,8 @@ from typing import Any
 from maskrt.runtime.backends.base import BackendError
 
 __all__ = [
-    "ENV_PLUGINS", "MIN_TENSORRT_MAJOR", "PLUGIN_LIBRARY_NAME", "RTX_COMPUTE_CAPABILITIES", "RUNTIMES",
+    "ENV_PLUGINS", "MIN_TENSORRT_MAJOR", "PLUGIN_LIBRARY_NAME", "RTX_COMPUTE_CAPABILITIES", "RTX_DEFAULT_TARGETS",
+    "RUNTIMES",
     "TRT_INSTALL_HINT", "PluginLibraryError", "TensorRTUnavailable", "TrtLib", "default_plugin_search_dirs",
     "ensure_rtx_library_name", "find_plugin_library", "import_tensorrt", "installed_runtime", "load_plugin_library",
     "trt_logger",
@@ -52,6 +53,10 @@ TRT_INSTALL_HINT = ("pip install 'maskrt[trt]' on a machine with an NVIDIA GPU (
                     "python3-libnvinfer")
 # TensorRT-RTX ComputeCapability members (SM75 ...) as "major.minor"; NONE/CURRENT are not targets.
 RTX_COMPUTE_CAPABILITIES = ("7.5", "8.0", "8.6", "8.9", "12.0", "12.1")
+# NOTE: the default targets leave out Turing (7.5): TensorRT-RTX 1.7 refuses fp32 GEMMs there
+# ("Cannot compile operation ... for Turing (SM75): FP32 GEMM is not supported", seen building
+# the default model's fp32 graph); ask for 7.5 explicitly with an fp16/int8 graph.
+RTX_DEFAULT_TARGETS = ("8.0", "8.6", "8.9", "12.0", "12.1")
 
 
 class TensorRTUnavailable(RuntimeError):
@@ -289,6 +294,15 @@ _LOAD_LOCK = threading.Lock()
 
 
 def _registered(registry: Any, name: str, version: str, namespace: str) -> bool:
+    # NOTE: the creator list first: get_creator logs an ERROR for every plugin not (yet) registered,
+    # which would make each first load look like a failure.
+    creators = getattr(registry, "all_creators", None)
+    if creators is not None:
+        try:
+            return any((getattr(c, "name", None), getattr(c, "plugin_version", None),
+                        getattr(c, "plugin_namespace", None)) == (name, version, namespace) for c in creators)
+        except Exception:
+            pass
     try:
         return registry.get_creator(name, version, namespace) is not None  # >= 10: V1 or V3 creators
     except Exception:

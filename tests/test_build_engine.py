@@ -748,3 +748,84 @@ def test_engine_of_the_other_runtime_is_refused_naming_it():
     em.check_compatible(meta, em.Environment(meta.tensorrt_version, "RTX 4090", "8.9", dict(VERSIONS), "rtx"))
     with pytest.raises(em.EngineMismatch, match=r"compute capability one of 8.6, 8.9 \(engine\) vs 12.0"):
         em.check_compatible(meta, em.Environment(meta.tensorrt_version, "RTX 5090", "12.0", dict(VERSIONS), "rtx"))
+
+
+# ============================================================================ the full graph with our plugins (headers)
+@pytest.fixture(scope="module")
+def plugin_library():
+    """The plugin library built against TensorRT headers (plugins/tensorrt/README.md); CI has no
+    headers, so these tests skip there."""
+    try:
+        return be.find_plugin_library()
+    except be.PluginLibraryError:
+        pytest.skip("no libmaskrt_trt_plugins.so (build it with TensorRT_ROOT at the TensorRT OSS headers: "
+                    "plugins/tensorrt/README.md)")
+
+
+@pytest.fixture(scope="module")
+def default_trt_fp32(tmp_path_factory, plugin_library):
+    pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX not installed")
+    from maskrt.export.onnx_export import export_model
+    from maskrt.train.demo import DEFAULT_CHECKPOINT
+    from maskrt.train.model.checkpoint import load_checkpoint
+
+    model, _ = load_checkpoint(DEFAULT_CHECKPOINT)
+    path = tmp_path_factory.mktemp("trt") / "default_trt_fp32.onnx"
+    export_model(model.eval(), path, "trt")
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.trt
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_rtx_builds_the_default_trt_graph_with_our_plugins(precision, plugin_library, default_trt_fp32, tmp_path):
+    """Parse, strongly typed build and serialization of the default checkpoint's trt graph with
+    the plugin library, on the CPU (~15 s per build + the export)."""
+    import cv2
+
+    from maskrt.export.onnx_export import export_model
+    from maskrt.train.demo import DEFAULT_CHECKPOINT, demo_image
+    from maskrt.train.model.checkpoint import load_checkpoint
+
+    path = default_trt_fp32
+    if precision != "fp32":
+        model, _ = load_checkpoint(DEFAULT_CHECKPOINT)
+        kw = {}
+        if precision == "int8":
+            calib = tmp_path / "calib"
+            calib.mkdir()
+            for i in range(2):
+                cv2.imwrite(str(calib / f"{i}.png"), demo_image(50 + i, model.cfg.input_size))
+            kw = {"calib_dir": calib, "calib_cache_dir": tmp_path / "cc"}
+        path = tmp_path / f"default_trt_{precision}.onnx"
+        export_model(model.eval(), path, "trt", precision=precision, **kw)
+    res = be.build_engine(path, tmp_path / "m.engine", runtime="rtx", batch=(1, 1, 2), plugins=plugin_library,
+                          use_cache=False)
+    meta = res.meta
+    assert meta.precision == precision and meta.runtime == "rtx" and meta.plugin_library == plugin_library.name
+    assert meta.plugins == VERSIONS and meta.engine_size > 1 << 20
+
+
+@pytest.mark.trt
+@pytest.mark.parametrize(("attribute", "change", "message"), [
+    ("iou_threshold", 2.0, "MaskrtRpnNMS (layer 'rpn/MaskrtRpnNMS_node_69', build): iou_threshold must be in [0, 1]"),
+    ("level_sizes", 1, "getOutputShapes: boxes has N = 25575 anchors but sum(level_sizes) = 25576"),
+])
+def test_rtx_plugin_build_time_errors_are_reported(attribute, change, message, plugin_library, default_trt_fp32,
+                                                  tmp_path, capfd):
+    """Our plugins' createPlugin / getOutputShapes errors: the build fails naming the node, and the
+    plugin's own message reaches the user. NOTE: TensorRT-RTX 1.7's logger finder returns null
+    during parsing, so the message comes on stderr, not through TensorRT's logger (see
+    plugins/tensorrt/README.md)."""
+    model = onnx.load(str(default_trt_fp32))
+    node = next(n for n in model.graph.node if n.op_type == "MaskrtRpnNMS")
+    attr = next(a for a in node.attribute if a.name == attribute)
+    if attribute == "level_sizes":
+        attr.ints[0] += change
+    else:
+        attr.f = change
+    bad = save(model, tmp_path / "bad.onnx")
+    with pytest.raises(be.EngineBuildError, match=r"ONNX parser failed .*MaskrtRpnNMS_node_69.*\(MaskrtRpnNMS\)"):
+        be.build_engine(bad, tmp_path / "bad.engine", runtime="rtx", plugins=plugin_library, use_cache=False)
+    assert message in capfd.readouterr().err
+    assert not (tmp_path / "bad.engine").exists()

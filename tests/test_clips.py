@@ -171,3 +171,30 @@ def test_cli_writes_a_clip_and_refuses_bad_input(tmp_path, capsys):
     err = capsys.readouterr().err.splitlines()
     assert err == ["maskrt data clip: error: --out must name an .mp4 file, got " + repr(str(tmp_path / "c.avi")),
                    "maskrt data clip: error: frames must be at least 1, got 0"]
+
+
+def test_contact_sheet_lays_out_frames_beside_their_ground_truth(tmp_path):
+    from maskrt.export.gallery import contact_sheet, draw_ground_truth
+    from maskrt.runtime.video.overlay import class_colour
+
+    files = write_clip(tmp_path / "clip.mp4", "moving", frames=5, frame_size=(64, 96), seed=2)
+    gt = json.loads(files.gt_json.read_text())
+    names = ("__background__", *(name for _, name in CATEGORIES))
+    sheet = cv2.imread(str(contact_sheet(files.video, files.video, gt, names, tmp_path / "g.png", n=3)))
+    # 3 frames, 2 pairs per row: 2 rows of (caption + frame), each pair = frame | 4 px | frame.
+    assert sheet.shape == (2 * (22 + 64) + 8, 2 * (2 * 96 + 4) + 12, 3)
+    # The ground truth is drawn where it is: on black, a mask's inside is alpha * its class colour.
+    ann = max(gt["annotations"], key=lambda a: a["area"])
+    label = names.index(dict(CATEGORIES)[ann["category_id"]])
+    drawn = draw_ground_truth(np.zeros((64, 96, 3), np.uint8), [ann], {ann["category_id"]: label}, names)
+    inside = cv2.erode(mask_utils.decode({**ann["segmentation"], "counts": ann["segmentation"]["counts"].encode()}),
+                       np.ones((5, 5), np.uint8)).astype(bool)
+    x, y, w, h = (int(v) for v in ann["bbox"])
+    inside[max(0, y - 14):y + 14, max(0, x - 2):] = False  # away from the label box
+    assert inside.any()
+    expect = np.floor(np.array(class_colour(label), np.float32) * 0.5 + 0.5).astype(np.uint8)
+    assert (drawn[inside] == expect).all()
+    full = mask_utils.decode({**ann["segmentation"], "counts": ann["segmentation"]["counts"].encode()})
+    outside = ~cv2.dilate(full, np.ones((5, 5), np.uint8)).astype(bool)
+    outside[: y + 20] = False  # the label sits above or just inside the box top
+    assert outside.any() and (drawn[outside] == 0).all()

@@ -146,10 +146,10 @@ def test_pipeline_tracker_beats_the_greedy_baseline_on_a_clip_with_true_identiti
     from maskrt.runtime.video import JsonlSink, VideoPipeline
     from maskrt.train.data.clips import write_clip
 
-    files = write_clip(tmp_path / "clip.mp4", "moving", frames=36, frame_size=(240, 320), seed=0)
+    files = write_clip(tmp_path / "clip.mp4", "moving", frames=48, frame_size=(240, 320), seed=0)
     jsonl, rec = tmp_path / "clip.jsonl", RecordingSink()
     stats = VideoPipeline(str(files.video), predictor, [JsonlSink(jsonl), rec], tracker=Tracker()).run()
-    assert stats.frames_out == 36 and stats.tracks["ids"] >= 3
+    assert stats.frames_out == 48 and stats.tracks["ids"] >= 3
     gt, n = load_ground_truth(files.gt_json)
     ours = evaluate(gt, load_predictions(jsonl), num_frames=n, match="mask")
     # the baseline sees exactly the same detections (the records, every detection kept)

@@ -602,6 +602,30 @@ def test_overlay_blends_exactly_the_mask_pixels(native):
         draw_detections(image[:50], dets, native=native)
 
 
+@pytest.mark.parametrize("native", [False, True])
+def test_tracked_detections_are_drawn_in_their_track_colour(native):
+    from maskrt.runtime.video import class_colour, track_colour
+    from maskrt.runtime.video.overlay import UNTRACKED_COLOUR, native_overlay_available
+
+    if native and not native_overlay_available():
+        pytest.skip("maskrt._core (native core) is not built")
+    image = np.full((90, 120, 3), 100, np.uint8)
+    masks = np.ones((2, 28, 28), np.float32)
+    dets = Detections(np.array([[5, 5, 40, 40], [60, 40, 110, 85]], np.float32), np.array([0.9, 0.8], np.float32),
+                      np.array([1, 1], np.int32), masks, (90, 120), ("bg", "a"), np.array([7, -1]))
+    ring_px = (5, 20)  # on box 0's outline
+    out = draw_detections(image, dets, alpha=0.5, draw_labels=False, native=native)
+    assert tuple(int(v) for v in out[ring_px]) == track_colour(7) != class_colour(1)
+    assert tuple(int(v) for v in out[40, 80]) == UNTRACKED_COLOUR  # the outline of the untracked one
+    ids = [track_colour(i) for i in range(1, 40)]
+    assert len(set(ids)) == len(ids) and track_colour(7) == track_colour(7)
+    # the same id keeps its colour whatever the class and the order of the detections
+    flipped = Detections(dets.boxes[::-1].copy(), dets.scores[::-1].copy(), np.array([3, 2], np.int32), masks,
+                         (90, 120), ("bg", "a", "b", "c"), np.array([-1, 7]))
+    out2 = draw_detections(image, flipped, alpha=0.5, draw_labels=False, native=native)
+    assert tuple(int(v) for v in out2[ring_px]) == track_colour(7)
+
+
 def test_frame_record_is_the_same_with_and_without_the_native_core(predictor, monkeypatch):
     from maskrt.runtime import native_core
     from maskrt.runtime.video import sinks

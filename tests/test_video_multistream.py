@@ -192,24 +192,46 @@ def test_two_files_through_the_real_model_match_each_stream_run_alone(predictor,
 
 
 # ============================================================================ command line
-def test_video_command_with_two_sources_and_a_sources_file(onnx_model, tmp_path):
-    from test_video import _cli, moving_scene
+def test_video_command_with_two_sources_and_a_sources_file(onnx_model, tmp_path, capsys):
+    # in this process (the subprocess path of the command is test_video's): maskrt.runtime.video_cli.main
+    from test_video import moving_scene
+
+    from maskrt.runtime.video_cli import main
 
     paths = [write_video(tmp_path / f"c{s}.avi", moving_scene(21 + s, (240, 320), 4 + s)) for s in range(2)]
     listing = tmp_path / "cams.txt"
     listing.write_text(f"# two recorded cameras\n{paths[1]}\n\n")
-    r = _cli("video", "--model", str(onnx_model), "--source", str(paths[0]), "--sources", str(listing),
-             "--jsonl", str(tmp_path / "out.jsonl"), "--batch", "2", "--threads", "2", "--status", "on",
-             "--track-max-lost", "10")
-    assert r.returncode == 0, r.stderr
-    assert "2 streams" in r.stdout and "tracking on" in r.stdout
+    rc = main(["video", "--model", str(onnx_model), "--source", str(paths[0]), "--sources", str(listing),
+               "--jsonl", str(tmp_path / "out.jsonl"), "--batch", "2", "--threads", "2", "--status", "on",
+               "--track-max-lost", "10"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "2 streams" in out and "tracking on" in out
     for s in range(2):
         lines = read_jsonl(tmp_path / f"out_{s}.jsonl")
         assert [x["frame"] for x in lines] == list(range(4 + s))
         assert all(len(x["track_ids"]) == len(x["scores"]) for x in lines)
-        row = next(line for line in r.stdout.splitlines() if line.startswith(f"[{s}] "))
+        row = next(line for line in out.splitlines() if line.startswith(f"[{s}] "))
         assert f" {4 + s} " in row and "end of file" in row
-    assert "\x1b[" in r.stderr and "[1] " in r.stderr  # the per-stream live status block
 
-    r = _cli("video", "--model", str(onnx_model), "--source", str(paths[0]), "--track-min-hits", "0")
-    assert r.returncode == 1 and "min_hits must be an integer >= 1" in r.stderr and "Traceback" not in r.stderr
+    rc = main(["video", "--model", str(onnx_model), "--source", str(paths[0]), "--track-min-hits", "0"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "min_hits must be an integer >= 1" in err and "Traceback" not in err
+
+
+def test_console_rewrites_a_status_block_in_place():
+    import io
+
+    from maskrt.runtime.video_cli import _Console
+
+    buf = io.StringIO()
+    c = _Console("maskrt video", buf, True)
+    c.status("total\n[0] a\n[1] b")
+    c.status("total 2\n[0] a 2\n[1] b 2")
+    c.message("stream 1 ended")
+    c.status("one line")
+    c.end_status()
+    text = buf.getvalue()
+    assert "\x1b[2F" in text  # back to the first line of the 3-line block
+    assert text.index("maskrt video: stream 1 ended\n") > text.index("[1] b 2")
+    assert text.endswith("one line\n")

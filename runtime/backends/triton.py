@@ -357,14 +357,16 @@ class TritonBackend(Backend):
         return out
 
     def _infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        try:
-            return self._request(images)
-        except ServerUnavailableError as e:
-            self._drop_client()
-            if not self.reconnect:
-                raise
-            self._wait_for_server(str(e))
-            return self._request(images)  # once the server is back; a second loss raises
+        while True:
+            try:
+                return self._request(images)
+            except ServerUnavailableError as e:
+                self._drop_client()
+                if not self.reconnect:
+                    raise
+                # waits (bounded) until the server is back, then the same batch goes again;
+                # raises ServerUnavailableError when the back-off gives up
+                self._wait_for_server(str(e))
 
     def _wait_for_server(self, what: str) -> None:
         t_lost = time.monotonic()
@@ -383,7 +385,8 @@ class TritonBackend(Backend):
                 meta, cfg = self._fetch_model()
             except ServerUnavailableError as e:
                 self._drop_client()
-                what = f"{self.url}: reconnect attempt {attempt} failed ({_first_line(e)})"
+                why = _first_line(e).removeprefix(f"{self.url}: ")
+                what = f"{self.url}: reconnect attempt {attempt} failed ({why})"
                 continue
             if meta.raw != self._meta.raw or _io(cfg) != _io(self._model_config):
                 raise BackendError(f"{self.url}: the server came back with a different model '{self.model}' "

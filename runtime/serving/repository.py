@@ -228,7 +228,8 @@ def write_tensorrt_model(engine: str | os.PathLike, out_dir: str | os.PathLike, 
     """A ``tensorrt_plan`` model for a ``maskrt build`` engine (its sidecar gives the ModelConfig
     and the batch profile); returns the model folder. ``max_batch`` defaults to the profile's
     maximum and must lie within it; the plugin library (the sidecar's ``plugin_library``, found
-    as :class:`~maskrt.runtime.backends.trt.TrtBackend` finds it, or ``plugin_library``) is copied
+    as the TensorRT backend finds it (:func:`maskrt.runtime.trt_lib.find_plugin_library`), or
+    ``plugin_library``) is copied
     into ``plugins/``."""
     from maskrt.runtime.engine_meta import EngineMetaError, file_sha256, read_engine_meta
 
@@ -239,13 +240,18 @@ def write_tensorrt_model(engine: str | os.PathLike, out_dir: str | os.PathLike, 
         raise RepositoryError(str(e)) from None
     if not engine.is_file():
         raise RepositoryError(f"{engine}: engine file not found")
+    if meta.runtime != "tensorrt":
+        raise RepositoryError(f"{engine}: a {meta.runtime!r} engine (TensorRT-RTX); Triton's tensorrt_plan backend "
+                              "runs TensorRT engines only: build one with `maskrt build --runtime tensorrt` on the "
+                              "serving GPU, or serve the ONNX model (Python backend)")
     if file_sha256(engine) != meta.engine_sha256:
         raise RepositoryError(f"{engine}: sha256 differs from its sidecar's engine_sha256 (a different or damaged "
                               "engine): rebuild it with `maskrt build`")
     lo, _opt, hi = meta.batch
     if lo > 1:
         raise RepositoryError(f"{engine}: the engine's batch profile starts at {lo}; Triton's dynamic batcher sends "
-                              "any batch from 1 up: rebuild with a profile from 1 (`maskrt build --batch 1 ...`)")
+                              "any batch from 1 up: rebuild with a profile from 1 "
+                              "(`maskrt build --batch-range 1 OPT MAX`)")
     max_batch = hi if max_batch is None else max_batch
     if _check_positive("max_batch", max_batch) > hi:
         raise RepositoryError(f"max_batch {max_batch} is above the engine's profile maximum {hi}")
@@ -254,7 +260,7 @@ def write_tensorrt_model(engine: str | os.PathLike, out_dir: str | os.PathLike, 
     _check_positive("queue_delay_us", queue_delay_us, allow_zero=True)
     lib: Path | None = None
     if meta.plugins:
-        from maskrt.runtime.backends.trt import PluginLibraryError, find_plugin_library
+        from maskrt.runtime.trt_lib import PluginLibraryError, find_plugin_library
 
         try:
             lib = find_plugin_library(meta.plugin_library, explicit=plugin_library, engine_dir=engine.parent)

@@ -125,8 +125,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def _parent_death_signal() -> None:  # runs in the child between fork and exec
-    # NOTE: PR_SET_PDEATHSIG (1): the server gets SIGTERM when the thread that started it dies,
-    # so a crashed or SIGKILLed maskrt leaves no server behind. Linux only; ignored elsewhere.
+    # NOTE: PR_SET_PDEATHSIG (1): the server gets SIGTERM when the *thread* that started it ends
+    # (Linux's rule), so a crashed or SIGKILLed maskrt leaves no server behind. A server started
+    # from a short-lived thread needs die_with_parent=False. Linux only; ignored elsewhere.
     with contextlib.suppress(Exception):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
 
@@ -152,12 +153,16 @@ class TritonServer:
         log_verbose: Triton's ``--log-verbose`` level.
         extra_args: more tritonserver arguments (a list, never a shell string).
         env: extra environment variables for the server.
+        die_with_parent: the server gets SIGTERM when the thread that started it ends (Linux
+            ``PR_SET_PDEATHSIG``): nothing is left behind by a killed maskrt. Pass False to start
+            (or :meth:`restart`) it from a thread that ends before the server should.
     """
 
     def __init__(self, repository: str | os.PathLike, *, host: str = "127.0.0.1", http_port: int = 8000,
                  grpc_port: int = 8001, metrics_port: int | None = None,
                  tritonserver: str | os.PathLike | TritonInstall | None = None, startup_timeout_s: float = 120.0,
-                 log_verbose: int = 0, extra_args: Sequence[str] = (), env: Mapping[str, str] | None = None) -> None:
+                 log_verbose: int = 0, extra_args: Sequence[str] = (), env: Mapping[str, str] | None = None,
+                 die_with_parent: bool = True) -> None:
         self.repository = Path(repository).resolve()
         if not self.repository.is_dir():
             raise ValueError(f"{repository}: model repository folder not found (write one with `maskrt serve`)")
@@ -173,6 +178,7 @@ class TritonServer:
             raise ValueError("extra_args must be a list of arguments, not one string")
         self.extra_args = [str(a) for a in extra_args]
         self.env = dict(env or {})
+        self.die_with_parent = bool(die_with_parent)
         self.http_port = self.grpc_port = 0
         self.metrics_port: int | None = None
         self._proc: subprocess.Popen | None = None
@@ -263,7 +269,8 @@ class TritonServer:
         try:
             self._proc = subprocess.Popen(self._command(backends), stdin=subprocess.DEVNULL, stdout=log,
                                           stderr=subprocess.STDOUT, env=self._environment(), cwd=ws,
-                                          start_new_session=True, preexec_fn=_parent_death_signal)
+                                          start_new_session=True,
+                                          preexec_fn=_parent_death_signal if self.die_with_parent else None)
         except OSError as e:
             log.close()
             self._cleanup()

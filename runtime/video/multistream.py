@@ -57,11 +57,13 @@ from .pipeline import (
     StageStats,
     _Aborted,
     _Channel,
+    _check_tracker,
+    _Runner,
     _Samples,
     tracker_counts,
     tracks_text,
 )
-from .sinks import FrameResult, OverlayOptions, Sink, StreamInfo
+from .sinks import FrameResult, Sink, StreamInfo
 from .sources import Frame, Source, SourceError, open_source
 
 __all__ = ["SHARED_STAGES", "MultiStreamPipeline", "MultiStreamStats", "StreamStats"]
@@ -243,7 +245,7 @@ class _Stream:
 
 
 # ====================================================================== the pipeline
-class MultiStreamPipeline:
+class MultiStreamPipeline(_Runner):
     """N sources -> one batched :class:`Predictor` -> per-stream trackers and sinks (module docstring).
 
     Args:
@@ -267,11 +269,6 @@ class MultiStreamPipeline:
                  draw_boxes: bool = True, draw_labels: bool = True, mask_threshold: float = 0.5,
                  on_stream_end: Callable[[int, str, str, bool], None] | None = None, join_timeout_s: float = 10.0,
                  poll_s: float = 0.05) -> None:
-        def positive_int(name: str, v: Any) -> int:
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
-            return int(v)
-
         if isinstance(sources, (str, Source)) or not len(sources):
             raise ValueError("sources must be a non-empty list of sources")
         srcs = [open_source(s) for s in sources]
@@ -289,37 +286,10 @@ class MultiStreamPipeline:
         if len({id(t) for t in trackers if t is not None}) != sum(t is not None for t in trackers):
             raise ValueError("trackers: each stream needs its own tracker (a tracker follows one stream)")
         for t in trackers:
-            if t is not None and not callable(getattr(t, "track", None)):
-                raise ValueError(f"tracker must have track(detections, frame_index), got {type(t).__name__}")
-        for attr in ("prepare", "infer", "finish"):
-            if not callable(getattr(predictor, attr, None)):
-                raise ValueError(f"predictor must have prepare/infer/finish (a maskrt Predictor), got "
-                                 f"{type(predictor).__name__} without {attr}()")
-        try:
-            self._input_size = tuple(int(v) for v in predictor.input_size)
-        except (AttributeError, TypeError, ValueError):
-            raise ValueError(f"predictor.input_size must be (H, W), got "
-                             f"{getattr(predictor, 'input_size', None)!r}") from None
-        self.predictor = predictor
-        self.batch = positive_int("batch", batch)
-        backend = getattr(predictor, "backend", None)
-        self._min_batch = int(getattr(backend, "min_batch", 1) or 1)
-        max_batch = getattr(backend, "max_batch", None)
-        if max_batch is not None and self.batch > max_batch:
-            raise ValueError(f"batch={self.batch} but the model takes at most {max_batch} frames per inference")
-        self.queue_size = positive_int("queue_size", queue_size)
-        self.max_frames = None if max_frames is None else positive_int("max_frames", max_frames)
-        if not (0.0 <= float(min_score) <= 1.0):
-            raise ValueError(f"min_score must be in [0, 1], got {min_score!r}")
-        self.min_score = float(min_score)
-        if not (0.0 <= float(overlay_alpha) <= 1.0):
-            raise ValueError(f"overlay_alpha must be in [0, 1], got {overlay_alpha!r}")
-        if not (0.0 <= float(mask_threshold) < 1.0):
-            raise ValueError(f"mask_threshold must be in [0, 1), got {mask_threshold!r}")
-        self.options = OverlayOptions(float(overlay_alpha), bool(draw_boxes), bool(draw_labels), float(mask_threshold))
-        if not (join_timeout_s > 0 and poll_s > 0):
-            raise ValueError("join_timeout_s and poll_s must be positive")
-        self.join_timeout_s, self.poll_s = float(join_timeout_s), float(poll_s)
+            _check_tracker(t)
+        self._configure(predictor, batch=batch, queue_size=queue_size, max_frames=max_frames, min_score=min_score,
+                        overlay_alpha=overlay_alpha, draw_boxes=draw_boxes, draw_labels=draw_labels,
+                        mask_threshold=mask_threshold, join_timeout_s=join_timeout_s, poll_s=poll_s)
         self.on_stream_end = on_stream_end
         self.streams = [_Stream(i, s, sinks[i], trackers[i], 10 * i) for i, s in enumerate(srcs)]
 
@@ -342,20 +312,7 @@ class MultiStreamPipeline:
         return [st.source for st in self.streams]
 
     # ---------------------------------------------------------------- control
-    def stop(self) -> None:
-        """Thread-safe: read no more frames on any stream, finish the ones read, then end."""
-        with self._lock:
-            if not self._stop.is_set():
-                self._t_stop = time.perf_counter()
-                self._stop.set()
-        for st in self.streams:
-            st.source.interrupt()
-
-    def _fail(self, stage: str, error: BaseException) -> None:
-        with self._lock:
-            if self._error is None:
-                self._error = (stage, error)
-        self._abort.set()
+    def _interrupt_sources(self) -> None:
         for st in self.streams:
             st.source.interrupt()
 
@@ -446,47 +403,10 @@ class MultiStreamPipeline:
             raise PipelineError(stage, err, final) from err
         return final
 
-    def _supervise(self, status: Callable[[MultiStreamStats], None] | None, interval: float) -> None:
-        next_status = time.perf_counter() + interval
-        t_abort: float | None = None
-        while True:
-            try:
-                alive = [t for t in self._threads if t.is_alive()]
-                if not alive:
-                    return
-                alive[-1].join(self.poll_s)
-                now = time.perf_counter()
-                if status is not None and now >= next_status and self._error is None:
-                    next_status = now + interval
-                    try:
-                        status(self.stats())
-                    except KeyboardInterrupt:
-                        raise
-                    except Exception as e:
-                        self._fail("status", e)
-                if self._t_stop is not None and not self._abort.is_set() and now - self._t_stop > self.join_timeout_s:
-                    log.warning("stop did not finish within %.1f s; aborting", self.join_timeout_s)
-                    self._abort.set()
-                if self._abort.is_set():
-                    t_abort = t_abort or now
-                    if now - t_abort > self.join_timeout_s:
-                        self._leaked = [t.name for t in self._threads if t.is_alive()]
-                        log.warning("threads still running after abort (left behind as daemons): %s", self._leaked)
-                        return
-            except KeyboardInterrupt:
-                if not self._stop.is_set():
-                    self._interrupted = True
-                    self.stop()
-                else:  # NOTE: a second Ctrl-C: stop waiting for in-flight frames
-                    self._abort.set()
-                    for st in self.streams:
-                        st.source.interrupt()
-
     def _shutdown(self) -> None:
         if not self._leaked and any(t.is_alive() for t in self._threads):
             self._abort.set()
-            for st in self.streams:
-                st.source.interrupt()
+            self._interrupt_sources()
             deadline = time.perf_counter() + self.join_timeout_s
             for t in self._threads:
                 t.join(max(deadline - time.perf_counter(), 0.0))
@@ -517,14 +437,6 @@ class MultiStreamPipeline:
         st.sinks = []  # closed once
 
     # ---------------------------------------------------------------- stages
-    def _stage(self, name: str, body: Callable[[], None]) -> None:
-        try:
-            body()
-        except _Aborted:
-            pass
-        except BaseException as e:  # recorded with the stage name, re-raised by run()
-            self._fail(name, e)
-
     def _capture(self, st: _Stream) -> None:
         src, inbox, timer = st.source, st.inbox, st.timers["capture"]
         try:

@@ -310,7 +310,127 @@ class _Inferred:
 
 
 # ====================================================================== the pipeline
-class VideoPipeline:
+def _positive_int(name: str, v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise ValueError(f"{name} must be a positive int, got {v!r}")
+    return int(v)
+
+
+def _check_tracker(tracker: Any) -> Any:
+    if tracker is not None and not callable(getattr(tracker, "track", None)):
+        raise ValueError(f"tracker must have track(detections, frame_index), got {type(tracker).__name__}")
+    return tracker
+
+
+class _Runner:
+    """What both pipelines share: stop / fail / the stage wrapper and the main-thread supervisor
+    (status callbacks, Ctrl-C, stop timeout, abort timeout). A subclass sets ``_lock``, ``_stop``,
+    ``_abort``, ``_t_stop``, ``_interrupted``, ``_error``, ``_threads``, ``_leaked``,
+    ``join_timeout_s``, ``poll_s`` and implements ``_interrupt_sources`` and ``stats``."""
+
+    def _interrupt_sources(self) -> None:
+        raise NotImplementedError
+
+    def stats(self) -> Any:
+        raise NotImplementedError
+
+    def _configure(self, predictor: Any, *, batch: int, queue_size: int, max_frames: int | None, min_score: float,
+                   overlay_alpha: float, draw_boxes: bool, draw_labels: bool, mask_threshold: float,
+                   join_timeout_s: float, poll_s: float) -> None:
+        """Validates and sets the arguments both pipelines take (one ValueError per bad one)."""
+        for attr in ("prepare", "infer", "finish"):
+            if not callable(getattr(predictor, attr, None)):
+                raise ValueError(f"predictor must have prepare/infer/finish (a maskrt Predictor), got "
+                                 f"{type(predictor).__name__} without {attr}()")
+        try:
+            in_h, in_w = (int(v) for v in predictor.input_size)
+        except (AttributeError, TypeError, ValueError):
+            raise ValueError(f"predictor.input_size must be (H, W), got "
+                             f"{getattr(predictor, 'input_size', None)!r}") from None
+        self._input_size = (in_h, in_w)
+        self.predictor = predictor
+        self.batch = _positive_int("batch", batch)
+        backend = getattr(predictor, "backend", None)
+        self._min_batch = int(getattr(backend, "min_batch", 1) or 1)
+        max_batch = getattr(backend, "max_batch", None)
+        if max_batch is not None and self.batch > max_batch:
+            raise ValueError(f"batch={self.batch} but the model takes at most {max_batch} frames per inference")
+        self.queue_size = _positive_int("queue_size", queue_size)
+        self.max_frames = None if max_frames is None else _positive_int("max_frames", max_frames)
+        if not (0.0 <= float(min_score) <= 1.0):
+            raise ValueError(f"min_score must be in [0, 1], got {min_score!r}")
+        self.min_score = float(min_score)
+        if not (0.0 <= float(overlay_alpha) <= 1.0):
+            raise ValueError(f"overlay_alpha must be in [0, 1], got {overlay_alpha!r}")
+        if not (0.0 <= float(mask_threshold) < 1.0):
+            raise ValueError(f"mask_threshold must be in [0, 1), got {mask_threshold!r}")
+        self.options = OverlayOptions(float(overlay_alpha), bool(draw_boxes), bool(draw_labels), float(mask_threshold))
+        if not (join_timeout_s > 0 and poll_s > 0):
+            raise ValueError("join_timeout_s and poll_s must be positive")
+        self.join_timeout_s, self.poll_s = float(join_timeout_s), float(poll_s)
+
+    def stop(self) -> None:
+        """Thread-safe: read no more frames, finish the ones already read, then end. ``run``
+        returns normally (``stats.stopped``)."""
+        with self._lock:
+            if not self._stop.is_set():
+                self._t_stop = time.perf_counter()
+                self._stop.set()
+        self._interrupt_sources()
+
+    def _fail(self, stage: str, error: BaseException) -> None:
+        with self._lock:
+            if self._error is None:
+                self._error = (stage, error)
+        self._abort.set()
+        self._interrupt_sources()
+
+    def _stage(self, name: str, body: Callable[[], None]) -> None:
+        try:
+            body()
+        except _Aborted:
+            pass
+        except BaseException as e:  # recorded with the stage name, re-raised by run()
+            self._fail(name, e)
+
+    def _supervise(self, status: Callable[[Any], None] | None, interval: float) -> None:
+        """Main-thread loop: status callbacks, Ctrl-C, stop timeout."""
+        next_status = time.perf_counter() + interval
+        t_abort: float | None = None
+        while True:
+            try:
+                alive = [t for t in self._threads if t.is_alive()]
+                if not alive:
+                    return
+                alive[-1].join(self.poll_s)
+                now = time.perf_counter()
+                if status is not None and now >= next_status and self._error is None:
+                    next_status = now + interval
+                    try:
+                        status(self.stats())
+                    except KeyboardInterrupt:
+                        raise
+                    except Exception as e:
+                        self._fail("status", e)
+                if self._t_stop is not None and not self._abort.is_set() and now - self._t_stop > self.join_timeout_s:
+                    log.warning("stop did not finish within %.1f s; aborting", self.join_timeout_s)
+                    self._abort.set()
+                if self._abort.is_set():
+                    t_abort = t_abort or now
+                    if now - t_abort > self.join_timeout_s:
+                        self._leaked = [t.name for t in self._threads if t.is_alive()]
+                        log.warning("threads still running after abort (left behind as daemons): %s", self._leaked)
+                        return
+            except KeyboardInterrupt:
+                if not self._stop.is_set():
+                    self._interrupted = True
+                    self.stop()
+                else:  # NOTE: a second Ctrl-C: stop waiting for in-flight frames
+                    self._abort.set()
+                    self._interrupt_sources()
+
+
+class VideoPipeline(_Runner):
     """Runs a :class:`Predictor` over a :class:`Source` into :class:`Sink` s (module docstring).
 
     Args:
@@ -338,50 +458,16 @@ class VideoPipeline:
                  queue_size: int = 4, max_frames: int | None = None, min_score: float = 0.0, overlay_alpha: float = 0.5,
                  draw_boxes: bool = True, draw_labels: bool = True, mask_threshold: float = 0.5,
                  join_timeout_s: float = 10.0, poll_s: float = 0.05, tracker: Any | None = None) -> None:
-        def positive_int(name: str, v: Any) -> int:
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
-            return int(v)
-
         self.source = open_source(source)
-        for attr in ("prepare", "infer", "finish"):
-            if not callable(getattr(predictor, attr, None)):
-                raise ValueError(f"predictor must have prepare/infer/finish (a maskrt Predictor), got "
-                                 f"{type(predictor).__name__} without {attr}()")
-        try:
-            in_h, in_w = (int(v) for v in predictor.input_size)
-        except (AttributeError, TypeError, ValueError):
-            raise ValueError(f"predictor.input_size must be (H, W), got "
-                             f"{getattr(predictor, 'input_size', None)!r}") from None
-        self._input_size = (in_h, in_w)
-        self.predictor = predictor
+        self._configure(predictor, batch=batch, queue_size=queue_size, max_frames=max_frames, min_score=min_score,
+                        overlay_alpha=overlay_alpha, draw_boxes=draw_boxes, draw_labels=draw_labels,
+                        mask_threshold=mask_threshold, join_timeout_s=join_timeout_s, poll_s=poll_s)
         self.sinks = list(sinks)
         for s in self.sinks:
             if not isinstance(s, Sink):
                 raise ValueError(f"sinks must be Sink instances, got {type(s).__name__}")
-        self.batch = positive_int("batch", batch)
-        backend = getattr(predictor, "backend", None)
-        self._min_batch = int(getattr(backend, "min_batch", 1) or 1)
-        max_batch = getattr(backend, "max_batch", None)
-        if max_batch is not None and self.batch > max_batch:
-            raise ValueError(f"batch={self.batch} but the model takes at most {max_batch} frames per inference")
-        self.queue_size = positive_int("queue_size", queue_size)
-        self.max_frames = None if max_frames is None else positive_int("max_frames", max_frames)
-        if not (0.0 <= float(min_score) <= 1.0):
-            raise ValueError(f"min_score must be in [0, 1], got {min_score!r}")
-        self.min_score = float(min_score)
-        if not (0.0 <= float(overlay_alpha) <= 1.0):
-            raise ValueError(f"overlay_alpha must be in [0, 1], got {overlay_alpha!r}")
-        if not (0.0 <= float(mask_threshold) < 1.0):
-            raise ValueError(f"mask_threshold must be in [0, 1), got {mask_threshold!r}")
-        self.options = OverlayOptions(float(overlay_alpha), bool(draw_boxes), bool(draw_labels), float(mask_threshold))
-        if not (join_timeout_s > 0 and poll_s > 0):
-            raise ValueError("join_timeout_s and poll_s must be positive")
-        self.join_timeout_s, self.poll_s = float(join_timeout_s), float(poll_s)
         self._needs = frozenset().union(*(s.needs for s in self.sinks))
-        if tracker is not None and not callable(getattr(tracker, "track", None)):
-            raise ValueError(f"tracker must have track(detections, frame_index), got {type(tracker).__name__}")
-        self.tracker = tracker
+        self.tracker = _check_tracker(tracker)
 
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -405,20 +491,7 @@ class VideoPipeline:
     def live(self) -> bool:
         return bool(self.source.live)
 
-    def stop(self) -> None:
-        """Thread-safe: read no more frames, finish the ones already read, then end. ``run``
-        returns normally (``stats.stopped``)."""
-        with self._lock:
-            if not self._stop.is_set():
-                self._t_stop = time.perf_counter()
-                self._stop.set()
-        self.source.interrupt()
-
-    def _fail(self, stage: str, error: BaseException) -> None:
-        with self._lock:
-            if self._error is None:
-                self._error = (stage, error)
-        self._abort.set()
+    def _interrupt_sources(self) -> None:
         self.source.interrupt()
 
     def stats(self) -> PipelineStats:
@@ -500,42 +573,6 @@ class VideoPipeline:
             raise PipelineError(stage, err, final) from err
         return final
 
-    def _supervise(self, status: Callable[[PipelineStats], None] | None, interval: float) -> None:
-        """Main-thread loop: status callbacks, Ctrl-C, stop timeout."""
-        next_status = time.perf_counter() + interval
-        t_abort: float | None = None
-        while True:
-            try:
-                alive = [t for t in self._threads if t.is_alive()]
-                if not alive:
-                    return
-                alive[-1].join(self.poll_s)
-                now = time.perf_counter()
-                if status is not None and now >= next_status and self._error is None:
-                    next_status = now + interval
-                    try:
-                        status(self.stats())
-                    except KeyboardInterrupt:
-                        raise
-                    except Exception as e:
-                        self._fail("status", e)
-                if self._t_stop is not None and not self._abort.is_set() and now - self._t_stop > self.join_timeout_s:
-                    log.warning("stop did not finish within %.1f s; aborting", self.join_timeout_s)
-                    self._abort.set()
-                if self._abort.is_set():
-                    t_abort = t_abort or now
-                    if now - t_abort > self.join_timeout_s:
-                        self._leaked = [t.name for t in self._threads if t.is_alive()]
-                        log.warning("threads still running after abort (left behind as daemons): %s", self._leaked)
-                        return
-            except KeyboardInterrupt:
-                if not self._stop.is_set():
-                    self._interrupted = True
-                    self.stop()
-                else:  # NOTE: a second Ctrl-C: stop waiting for in-flight frames
-                    self._abort.set()
-                    self.source.interrupt()
-
     def _shutdown(self) -> None:
         if not self._leaked and any(t.is_alive() for t in self._threads):
             # _supervise left early (an unexpected exception in this thread): abort and wait a bounded time.
@@ -566,14 +603,6 @@ class VideoPipeline:
         self._leaked = [t.name for t in self._threads if t.is_alive()]
 
     # ---------------------------------------------------------------- stages
-    def _stage(self, name: str, body: Callable[[], None]) -> None:
-        try:
-            body()
-        except _Aborted:
-            pass
-        except BaseException as e:  # recorded with the stage name, re-raised by run()
-            self._fail(name, e)
-
     def _capture(self) -> None:
         src, out, timer = self.source, self._ch_capture, self._timers["capture"]
         while True:

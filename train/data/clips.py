@@ -52,6 +52,7 @@ from typing import Any
 import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
+from tqdm import tqdm
 
 # NOTE: the shapes, colours and shading come from the training set's renderer on purpose (one
 # home for how an object looks): these are its internal helpers, not copies.
@@ -325,8 +326,6 @@ def write_clip(path: str | os.PathLike[str], kind: str = "moving", *, frames: in
     annotations: list[dict[str, Any]] = []
     mot: list[str] = []
     seen: set[int] = set()
-    from tqdm import tqdm
-
     try:
         for i in tqdm(range(clip.frames), desc="clip", unit="frame", disable=not progress):
             truth = clip.render(i)
