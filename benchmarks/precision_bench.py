@@ -1,7 +1,7 @@
 """Precision benchmark: ONNX Runtime CPU latency, COCO AP and agreement of the fp32, fp16 and int8 graphs.
 
-    python -m maskrt.export.precision_bench --model default --data data/synth --calib DIR --out R.json
-    python -m maskrt.export.precision_bench --model r50 --calib DIR --out R.json
+    python -m maskrt.benchmarks.precision_bench --model default --data data/synth --calib DIR --out R.json
+    python -m maskrt.benchmarks.precision_bench --model r50 --calib DIR --out R.json
 
 Exports the ort-flavour graph at each precision (int8 calibrated on ``--calib``), then
 * latency: one ONNX Runtime CPU session per precision (``--threads`` intra-op threads, 1
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-PRECISIONS = ("fp32", "fp16", "int8")
+from maskrt.runtime.model_meta import PRECISIONS
 
 
 def _session(path: Path, threads: int):
@@ -71,7 +71,7 @@ def agreement(ref: dict, out: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m maskrt.export.precision_bench", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m maskrt.benchmarks.precision_bench", description=__doc__.split("\n")[0])
     p.add_argument("--model", choices=("default", "r50"), default="default",
                    help="default: the embedded checkpoint (320x320); r50: R50-FPN 800x1344, random weights (seed 0)")
     p.add_argument("--calib", required=True, metavar="DIR", help="calibration images for int8")
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         kw = {"calib_dir": args.calib, "calib_images": args.calib_images} if prec == "int8" else {}
         paths[prec] = export_model(model, work / f"{args.model}_{prec}.onnx", "ort", precision=prec,
-                                   progress=lambda m: print(f"[{prec}] {m}", flush=True), **kw).path
+                                   progress=lambda m, prec=prec: print(f"[{prec}] {m}", flush=True), **kw).path
         export_s[prec] = time.perf_counter() - t
     del model
 
