@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from maskrt.runtime.cli import renamed_option
 from maskrt.runtime.model_meta import PRECISIONS
 
 
@@ -81,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--images", type=int, default=4, help="generated images for the agreement")
-    p.add_argument("--work", default="out/precision_bench", help="folder for the exported graphs")
+    p.add_argument("--work-dir", default="out/precision_bench", metavar="DIR", help="folder for the exported graphs")
+    renamed_option(p, "--work", "--work-dir DIR")
     p.add_argument("--out", required=True, help="JSON results file")
     args = p.parse_args(argv)
 
@@ -95,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     model = _load_model(None, "r50" if args.model == "r50" else None, None, seed=0)
     cfg = model.cfg
-    work = Path(args.work) / args.model
+    work = Path(args.work_dir) / args.model
     work.mkdir(parents=True, exist_ok=True)
     paths, export_s = {}, {}
     for prec in PRECISIONS:
