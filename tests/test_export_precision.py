@@ -177,7 +177,7 @@ def test_int8_graph_quantizes_the_dense_convs_only(graphs):
     meta = read_metadata(model)
     assert meta[META_PRECISION] == "int8"
     cal = json.loads(meta[META_CALIBRATION])
-    assert cal["images"] == 4 and cal["method"] == "minmax" and "onnxruntime.quantization" in cal["library"]
+    assert cal["images"] == 4 and cal["method"] == "percentile" and "onnxruntime.quantization" in cal["library"]
     inits = {t.name: t for t in model.graph.initializer}
     producers = {o: n for n in model.graph.node for o in n.output}
     convs = [n for n in model.graph.node if n.op_type in ("Conv", "Gemm")]
@@ -233,22 +233,25 @@ def test_calibration_cache_follows_the_model_and_the_images(tmp_path, monkeypatc
         cv2.imwrite(str(folder / f"{i}.png"), rng.integers(0, 255, (8, 8, 3), dtype=np.uint8))
     model = _conv_model()
     cache = tmp_path / "cache"
-    first = qz.load_or_calibrate(model, CalibrationImages(folder, (8, 8)), cache)
+    first = qz.load_or_calibrate(model, CalibrationImages(folder, (8, 8)), cache, method="minmax")
     assert not first.cached and first.images == 3 and (cache / f"{first.key}.json").is_file()
     lo, hi = first.ranges["front/xt"]  # the Conv input: pixels 0..255 as ONNX Runtime saw them
     x = np.stack([cv2.imread(str(p)) for p in sorted(folder.iterdir())]).astype(np.float32)
     assert (lo, hi) == (float(x.min()), float(x.max()))
-    again = qz.load_or_calibrate(model, CalibrationImages(folder, (8, 8)), cache)
+    again = qz.load_or_calibrate(model, CalibrationImages(folder, (8, 8)), cache, method="minmax")
     assert again.cached and again.ranges == first.ranges and again.key == first.key
     # a changed image set: a new key, calibrated again
     cv2.imwrite(str(folder / "3.png"), np.full((8, 8, 3), 7, np.uint8))
-    changed = qz.load_or_calibrate(model, CalibrationImages(folder, (8, 8)), cache)
+    changed = qz.load_or_calibrate(model, CalibrationImages(folder, (8, 8)), cache, method="minmax")
     assert not changed.cached and changed.key != first.key and changed.images == 4
     # a changed model: a new key
     other = _conv_model()
     other.graph.initializer[0].float_data[:] = []
     other.graph.initializer[0].raw_data = np.ones((4, 3, 3, 3), np.float32).tobytes()
-    assert qz.load_or_calibrate(other, CalibrationImages(folder, (8, 8)), cache).key != changed.key
+    assert qz.load_or_calibrate(other, CalibrationImages(folder, (8, 8)), cache, method="minmax").key != changed.key
+    # another method: another key (the default, percentile, clips the tail: within the min/max)
+    pct = qz.load_or_calibrate(model, CalibrationImages(folder, (8, 8)), cache)
+    assert pct.key != changed.key and 0.0 <= pct.ranges["front/xt"][0] < pct.ranges["front/xt"][1] <= 255.0
     # the quantized graph of the small model is valid and runs
     q = qz.quantize_graph(model, first.ranges)
     check_model(q)
