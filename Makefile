@@ -20,6 +20,10 @@ ASAN_DIR   := build/asan
 ASAN_TESTS := tests/test_properties.py tests/test_native_core.py tests/test_batched_nms.py tests/test_pyramid_roi_align.py
 ASAN_GEN   := $(if $(shell command -v ninja 2>/dev/null),-G Ninja)
 JOBS       := $(shell nproc 2>/dev/null || echo 2)
+# `make test`: pytest-xdist workers (TEST_JOBS=1: one process). --dist loadfile keeps each test
+# module in one worker, so module-scoped fixtures are built once; session fixtures (the exported
+# default model) once per worker. Tests use tmp_path and free ports only, so workers cannot collide.
+TEST_JOBS  ?= 2
 
 .PHONY: demo test lint install clean sanitize
 
@@ -28,9 +32,12 @@ $(PY):
 	$(PY) -m pip install -q --upgrade pip
 
 # torch==2.13.0 first: it resolves to the local CPU wheel; the extras then find it satisfied.
+# nvidia-pytriton without its dependencies: only its bundled tritonserver is used, and its numpy<2
+# pin would downgrade numpy under opencv 5.
 $(STAMP): $(PY) $(NATIVE_SRC)
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[train,export,dev]'
+	$(PY) -m pip install -q --no-deps nvidia-pytriton==0.7.0  # tritonserver 2.51 for the Triton tests (see pyproject)
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -40,7 +47,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(if $(filter-out 1,$(TEST_JOBS)),-n $(TEST_JOBS) --dist loadfile)
 	$(MAKE) --no-print-directory sanitize
 
 # -O1 -g1: the usual sanitizer build (line numbers in reports), and half the compile time of -O2.

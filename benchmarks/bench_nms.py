@@ -24,7 +24,7 @@ measurement: 3 warm-up calls, then >= 20 timed calls; median and p99 reported. E
 results is checked identical up to score ties (the kept score sequences are equal; ORT does not
 promise our tie order).
 
-    .venv/bin/python benchmarks/bench_nms.py [--repeats 30] [--out benchmarks/results/nms_cpu.json]
+    .venv/bin/python -m maskrt.benchmarks.bench_nms [--repeats 30] [--out benchmarks/results/nms_cpu.json]
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper
-from timing import timeit
 
 from maskrt import _native
+from maskrt.benchmarks.timing import timeit
 
 F32 = np.float32
 THREADS = 2
@@ -199,13 +199,13 @@ def bench_plugin_workloads(repeats, rng):
     return rows
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--sizes", type=int, nargs="+", default=[4000, 20000])
     ap.add_argument("--distributions", nargs="+", default=["clustered", "uniform"], choices=["clustered", "uniform"])
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "nms_cpu.json"))
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.repeats < 20:
         raise SystemExit("--repeats must be >= 20")
     sess = ort_nms_session()

@@ -28,7 +28,7 @@ percentile, linear; with 30 repeats p99 is close to the maximum). Each configura
 once: native paste == reference paste except at pixels within 1e-5 of the threshold, native RLE
 == pycocotools' RLE of the native bitmaps, native letterbox == reference letterbox (bit-exact).
 
-    .venv/bin/python benchmarks/bench_postprocess.py [--repeats 30] [--input-size 384 640]
+    .venv/bin/python -m maskrt.benchmarks.bench_postprocess [--repeats 30] [--input-size 384 640]
         [--no-torch] [--out benchmarks/results/postprocess_cpu.json]
 """
 
@@ -42,8 +42,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from timing import timeit
 
+from maskrt.benchmarks.timing import timeit
 from maskrt.runtime import letterbox as ref_letterbox
 from maskrt.runtime import native_core as nc
 from maskrt.runtime import postprocess
@@ -176,13 +176,13 @@ def fmt(r: dict | None) -> str:
     return "-" if r is None else f"{r['median_ms']:.2f} / {r['p99_ms']:.2f}"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--input-size", type=int, nargs=2, default=(384, 640), metavar=("H", "W"))
     ap.add_argument("--no-torch", action="store_true", help="skip the torch per-mask paste")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "postprocess_cpu.json"))
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.repeats < 20:
         ap.error("--repeats must be >= 20")
     if not nc.NATIVE_AVAILABLE:

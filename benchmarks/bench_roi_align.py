@@ -18,7 +18,7 @@ measurement: 2 warm-up calls, then >= 10 timed calls (default 15); median and p9
 results are compared element-wise (max abs diff printed; the kernels share torchvision's float32
 arithmetic, so it is 0 on x86-64).
 
-    .venv/bin/python benchmarks/bench_roi_align.py [--repeats 15] [--out benchmarks/results/roi_align_cpu.json]
+    .venv/bin/python -m maskrt.benchmarks.bench_roi_align [--repeats 15] [--out benchmarks/results/roi_align_cpu.json]
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper
-from timing import timeit
 
 from maskrt import _native
+from maskrt.benchmarks.timing import timeit
 
 THREADS = 2
 IMG_H, IMG_W = 800, 1344
@@ -90,11 +90,11 @@ def ort_session(output_size):
     return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "roi_align_cpu.json"))
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.repeats < 10:
         ap.error("--repeats must be >= 10")
 

@@ -1,9 +1,9 @@
 """Soak: N frames through ``VideoPipeline`` with the ONNX Runtime backend; no leaks, nothing lost.
 
-    python benchmarks/soak.py                      # 10,000 frames -> benchmarks/results/soak_10k.json
-    python benchmarks/soak.py --frames 2000 --out benchmarks/results/soak_2k.json
-    python benchmarks/soak.py --model m.onnx       # an exported model instead of the embedded default
-    python benchmarks/soak.py --max-seconds 1800   # stop cleanly after 30 min, report what ran
+    python -m maskrt.benchmarks.soak               # 10,000 frames -> benchmarks/results/soak_10k.json
+    python -m maskrt.benchmarks.soak --frames 2000 --out benchmarks/results/soak_2k.json
+    python -m maskrt.benchmarks.soak --model m.onnx       # an exported model instead of the embedded default
+    python -m maskrt.benchmarks.soak --max-seconds 1800   # stop cleanly after 30 min, report what ran
 
 The model is the embedded default checkpoint (``maskrt/assets/default.pt``) exported to ONNX
 (``maskrt.export.onnx_export``, "ort" flavour) into a temporary folder, unless ``--model`` names an

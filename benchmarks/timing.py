@@ -1,5 +1,5 @@
-"""The one timing loop of the benchmark scripts (imported as ``from timing import timeit``: the
-scripts run as ``python benchmarks/<script>.py``, which puts this folder on ``sys.path``)."""
+"""The one timing loop of the kernel and pre/post-processing benchmarks
+(``maskrt.benchmarks.bench_nms``, ``bench_roi_align``, ``bench_postprocess``)."""
 
 from __future__ import annotations
 

@@ -47,6 +47,7 @@ from typing import Any
 
 import maskrt
 from maskrt.runtime.backends.base import INPUT_NAME, OUTPUT_NAMES
+from maskrt.runtime.cli import renamed_option
 from maskrt.runtime.config import ModelConfig
 from maskrt.runtime.engine_meta import (
     PRECISIONS,
@@ -558,17 +559,6 @@ def build_engine(onnx_path: str | os.PathLike, out_path: str | os.PathLike, *, p
 
 
 # ============================================================================ command line
-class _RenamedFlag(argparse.Action):
-    """An old flag that now has another name: a one-line error naming the new one."""
-
-    def __init__(self, option_strings, dest, new: str = "", **kw):  # noqa: ANN001 - argparse's signature
-        super().__init__(option_strings, dest, nargs=argparse.REMAINDER, help=argparse.SUPPRESS, **kw)
-        self.new = new
-
-    def __call__(self, parser, namespace, values, option_string=None):  # noqa: ANN001
-        parser.error(f"{option_string} is now {self.new} (issue 15: --batch is frames per inference elsewhere)")
-
-
 def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of ``maskrt build``."""
     parser.description = ("Build a strongly typed TensorRT / TensorRT-RTX engine (+ its sidecar <engine>.json) from "
@@ -588,7 +578,7 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
                              f"(default {' '.join(RTX_DEFAULT_TARGETS)}: 7.5 cannot compile fp32 GEMMs)")
     parser.add_argument("--batch-range", type=int, nargs=3, metavar=("MIN", "OPT", "MAX"), default=[1, 1, 1],
                         help="batch range of the optimisation profile of 'images' (default 1 1 1)")
-    parser.add_argument("--batch", action=_RenamedFlag, new="--batch-range MIN OPT MAX", dest="_old_batch")
+    renamed_option(parser, "--batch", "--batch-range MIN OPT MAX (--batch N is frames per inference)")
     parser.add_argument("--workspace", type=int, metavar="MiB", default=DEFAULT_WORKSPACE_MIB,
                         help=f"workspace limit in MiB (default {DEFAULT_WORKSPACE_MIB})")
     parser.add_argument("--timing-cache", metavar="FILE", default=None,

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from maskrt.runtime.cli import renamed_option
 from maskrt.runtime.config import preset
-
-from .onnx_export import FLAVOURS, PRECISIONS
+from maskrt.runtime.model_meta import FLAVOURS, PRECISIONS
 
 
 def _load_model(checkpoint: str | None, config: str | None, size: list[int] | None, seed: int = 0):
@@ -64,8 +64,8 @@ def add_export_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="int8: calibrate on at most the first N images (default 64)")
     p.add_argument("--calib-method", choices=("percentile", "minmax", "entropy"), default=None,
                    help="int8: onnxruntime.quantization calibration method (default percentile, 99.999 %%)")
-    p.add_argument("--batch", type=int, default=1,
-                   help="batch of the check run after export (the graph's batch is dynamic)")
+    p.add_argument("--batch", type=int, default=1, metavar="N",
+                   help="frames per inference of the check run after export (the graph's batch is dynamic)")
     p.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime vs PyTorch check run")
     return p
 
@@ -121,10 +121,14 @@ def add_parity_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--data", default=None,
                    help="COCO-format data root (annotations/instances_val.json + val/) to compare COCO AP on")
     p.add_argument("--limit", type=int, default=None, help="only the first N images of --data")
-    p.add_argument("--flavours", nargs="+", choices=FLAVOURS, default=list(FLAVOURS))
-    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--flavour", action="append", choices=FLAVOURS, default=None,
+                   help="a graph flavour to compare; repeat for several (default: all of " + ", ".join(FLAVOURS) + ")")
+    renamed_option(p, "--flavours", "--flavour F, once per flavour (--flavour ort --flavour trt)")
+    p.add_argument("--batch", type=int, default=4, metavar="N", help="frames per inference of the batch check (4)")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", default=None, help="folder for the exported graphs (default: a temporary one)")
+    p.add_argument("--out-dir", default=None, metavar="DIR",
+                   help="folder for the exported graphs (default: a temporary one)")
+    renamed_option(p, "--out", "--out-dir DIR (parity writes a folder of graphs; the report is --json FILE)")
     p.add_argument("--json", default=None, help="write the report as JSON here")
     p.add_argument("--seed", type=int, default=0)
     return p
@@ -148,7 +152,8 @@ def run_parity(args: argparse.Namespace) -> int:
         if args.limit:
             dataset.ids = dataset.ids[: args.limit]
     with tempfile.TemporaryDirectory() as tmp:
-        rows = _run(model, images, args.out or tmp, flavours=args.flavours, threads=args.threads, batch=args.batch,
+        rows = _run(model, images, args.out_dir or tmp,
+                    flavours=list(dict.fromkeys(args.flavour or FLAVOURS)), threads=args.threads, batch=args.batch,
                     dataset=dataset, progress=lambda m: print(f"[parity] {m}"))
     print(format_report(rows))
     if args.json:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -231,11 +232,16 @@ def maskrcnn_mobilenet_v3_large_fpn(num_classes: int = 91) -> ModelConfig:
     )
 
 
-def maskrcnn_mobilenet_v3_small_fpn(num_classes: int = 6, class_names: tuple[str, ...] = ()) -> ModelConfig:
-    """The embedded default: MobileNetV3-Large-FPN with 64 channels, GroupNorm, small heads
-    (about 4.3 M parameters, < 20 MB), for CPU training and the demo."""
+def maskrcnn_mobilenet_v3_large_fpn_lite(num_classes: int = 6, class_names: tuple[str, ...] = ()) -> ModelConfig:
+    """The embedded default's architecture: MobileNetV3-**Large**-FPN with 64 FPN channels,
+    GroupNorm and the small heads of ``r18-small`` (about 4.3 M parameters, < 20 MB), for CPU
+    training and the demo.
+
+    NOTE: this preset was called ``mnv3-small`` (config name ``maskrcnn_mobilenet_v3_small_fpn``,
+    the name stored in the committed ``maskrt/assets/default.pt``); "small" meant the heads, not
+    MobileNetV3-Small. The old preset name still works, with a deprecation line."""
     return maskrcnn_resnet18_fpn_small(num_classes, class_names).replace(
-        name="maskrcnn_mobilenet_v3_small_fpn", backbone="mobilenet_v3_large", frozen_bn_eps=None,
+        name="maskrcnn_mobilenet_v3_large_fpn_lite", backbone="mobilenet_v3_large", frozen_bn_eps=None,
     )
 
 
@@ -243,11 +249,20 @@ PRESETS = {
     "r50": maskrcnn_resnet50_fpn,
     "r18-small": maskrcnn_resnet18_fpn_small,
     "mnv3": maskrcnn_mobilenet_v3_large_fpn,
-    "mnv3-small": maskrcnn_mobilenet_v3_small_fpn,
+    "mnv3-lite": maskrcnn_mobilenet_v3_large_fpn_lite,
 }
+# Old preset names -> current ones (each use prints one deprecation line).
+PRESET_ALIASES = {"mnv3-small": "mnv3-lite"}
 
 
 def preset(name: str) -> ModelConfig:
+    """The ModelConfig of preset ``name`` (:data:`PRESETS`; the old names of :data:`PRESET_ALIASES`
+    still work and warn once per call with a ``FutureWarning``, which Python shows by default)."""
+    if name in PRESET_ALIASES:
+        new = PRESET_ALIASES[name]
+        warnings.warn(f"preset {name!r} is deprecated (its body is MobileNetV3-Large): use {new!r}", FutureWarning,
+                      stacklevel=2)
+        name = new
     if name not in PRESETS:
         raise ValueError(f"unknown config {name!r}; choose one of {sorted(PRESETS)}")
     return PRESETS[name]()

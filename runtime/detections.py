@@ -19,7 +19,8 @@ class Detections:
     class_ids: int32 [N] in [1, num_classes); masks: float32 [N, M, M] low-resolution
     probabilities of each detection's class, relative to its box (paste them with
     :meth:`bitmaps`, :meth:`label_map` or :meth:`rle`); image_size: (H, W) of the original image;
-    names: the class names of the model (index = class id, 0 = background).
+    names: the class names of the model (index = class id, 0 = background); track_ids: int64 [N]
+    from a tracker (``maskrt.runtime.tracking``; -1 = on no confirmed track) or None (not tracked).
     """
 
     boxes: np.ndarray
@@ -28,12 +29,26 @@ class Detections:
     masks: np.ndarray
     image_size: tuple[int, int]
     names: Sequence[str] = field(default_factory=tuple)
+    track_ids: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.scores)
         if self.boxes.shape != (n, 4) or self.class_ids.shape != (n,) or self.masks.shape[0] != n:
             raise ValueError(f"inconsistent detections: boxes {self.boxes.shape}, scores {self.scores.shape}, "
                              f"class_ids {self.class_ids.shape}, masks {self.masks.shape}")
+        if self.track_ids is not None and np.shape(self.track_ids) != (n,):
+            raise ValueError(f"inconsistent detections: track_ids {np.shape(self.track_ids)} for {n} detections")
+
+    def select(self, index: np.ndarray) -> Detections:
+        """The detections at ``index`` (a bool mask or integer indices), every field kept."""
+        t = None if self.track_ids is None else self.track_ids[index]
+        return Detections(self.boxes[index], self.scores[index], self.class_ids[index], self.masks[index],
+                          self.image_size, self.names, t)
+
+    def with_track_ids(self, track_ids: np.ndarray) -> Detections:
+        """The same detections carrying ``track_ids`` (int [N])."""
+        return Detections(self.boxes, self.scores, self.class_ids, self.masks, self.image_size, self.names,
+                          np.asarray(track_ids, np.int64).reshape(-1))
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
@@ -52,7 +67,8 @@ class Detections:
         return postprocess.masks_to_rle(self.bitmaps(threshold))
 
     def to_json(self, threshold: float = 0.5, with_masks: bool = True) -> dict[str, Any]:
-        """A JSON-ready dict: boxes, scores, classes, names and (optionally) RLE masks."""
+        """A JSON-ready dict: boxes, scores, classes, names, ``track_ids`` (when tracked) and
+        (optionally) RLE masks."""
         out: dict[str, Any] = {
             "image_size": list(self.image_size),
             "boxes": np.round(self.boxes.astype(np.float64), 2).tolist(),
@@ -60,6 +76,8 @@ class Detections:
             "classes": self.class_ids.tolist(),
             "names": self.class_names,
         }
+        if self.track_ids is not None:
+            out["track_ids"] = [int(v) for v in self.track_ids]
         if with_masks:
             out["masks"] = [{"size": r["size"], "counts": r["counts"].decode("ascii")
                              if isinstance(r["counts"], bytes) else r["counts"]} for r in self.rle(threshold)]

@@ -54,6 +54,7 @@ __all__ = [
     "paste_label_map",
     "paste_masks",
     "paste_to_rle",
+    "require",
     "resize_linear",
     "rle_encode",
 ]
@@ -72,6 +73,11 @@ def _lib() -> Any:
             f"maskrt._core is not available ({_IMPORT_ERROR}); it is compiled by the package build: "
             "`make install` or `pip install -e .` in the repository") from _IMPORT_ERROR
     return _core
+
+
+def require() -> None:
+    """Raises :class:`NativeCoreUnavailableError` (saying how to build it) unless the core is built."""
+    _lib()
 
 
 # ---------------------------------------------------------------------------------- helpers

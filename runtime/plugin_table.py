@@ -11,6 +11,9 @@ Where the JSON is found, first hit wins:
    this file is ``<repository>/runtime/plugin_table.py``;
 3. ``plugin_table.json`` inside the ``maskrt`` package -- a wheel, which must ship the table as
    package data (``maskrt/plugin_table.json``).
+
+``docs/plugins.md`` is this table rendered by :func:`markdown` (``python -m
+maskrt.runtime.plugin_table > docs/plugins.md``; a test keeps the two equal).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PluginTableError", "load_plugin_table", "plugin_table_path", "plugin_versions"]
+__all__ = ["PluginTableError", "load_plugin_table", "markdown", "plugin_table_path", "plugin_versions"]
 
 ENV_PLUGIN_TABLE = "MASKRT_PLUGIN_TABLE"
 TABLE_NAME = "plugin_table.json"
@@ -122,3 +125,47 @@ def plugin_versions(table: dict[str, Any] | None = None) -> dict[str, str]:
     """``{plugin name: version}`` of ``table`` (default: this install's table)."""
     t = load_plugin_table() if table is None else table
     return {p["name"]: p["version"] for p in t["plugins"]}
+
+
+def _cell(v: Any) -> str:
+    text = json.dumps(v) if not isinstance(v, str) else v
+    return text.replace("|", "\\|")
+
+
+def markdown(table: dict[str, Any] | None = None) -> str:
+    """``docs/plugins.md``: the plugin table (default: this install's) as markdown, one section per
+    plugin with its inputs, outputs and attributes."""
+    t = load_plugin_table() if table is None else table
+    lines = ["# TensorRT plugins", "",
+             "Generated from `plugins/plugin_table.json` (the one plugin table) by "
+             "`python -m maskrt.runtime.plugin_table > docs/plugins.md`; do not edit by hand.", "",
+             f"Plugin namespace `{t['namespace']}`, ONNX domain `{t['onnx_domain']}`. Each plugin has a math "
+             "header shared by its CPU twin (`maskrt._native`) and its CUDA kernel, and one IPluginV3 wrapper "
+             "in `libmaskrt_trt_plugins.so` (registered through `getCreators`: `trtexec --dynamicPlugins`, "
+             "`IPluginRegistry::loadLibrary`). A change of semantics bumps the version.", "",
+             "| plugin | version | source | what |", "|---|---|---|---|"]
+    for p in t["plugins"]:
+        folder = p.get("folder", "")
+        lines.append(f"| [`{p['name']}`](#{p['name'].lower()}) | {p['version']} | "
+                     f"[plugins/{folder}](../plugins/{folder}/README.md) | {_cell(p.get('summary', ''))} |")
+    for p in t["plugins"]:
+        lines += ["", f"## {p['name']}", "", f"Version {p['version']}. {p.get('summary', '')}", ""]
+        for kind in ("inputs", "outputs"):
+            rows = p.get(kind, [])
+            if not rows:
+                continue
+            lines += [f"{kind.capitalize()}:", "", "| name | dtype | shape | meaning |", "|---|---|---|---|"]
+            lines += [f"| `{r['name']}` | {_cell(r.get('dtype', ''))} | {_cell(r.get('shape', ''))} | "
+                      f"{_cell(r.get('doc', ''))} |" for r in rows]
+            lines.append("")
+        attrs = p.get("attributes", [])
+        if attrs:
+            lines += ["Attributes:", "", "| name | type | default | meaning |", "|---|---|---|---|"]
+            lines += [f"| `{a['name']}` | {a.get('type', '')} | `{_cell(a.get('default', ''))}` | "
+                      f"{_cell(a.get('doc', ''))} |" for a in attrs]
+            lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown(), end="")

@@ -1,16 +1,22 @@
 """``Predictor``: frames in, ``Detections`` in original-image coordinates out, on any backend.
 
     with Predictor.open("model.onnx") as p:       # .onnx -> ONNX Runtime, .engine/.plan -> TensorRT,
-        dets = p.predict(frame)                   # .pt -> PyTorch
+        dets = p.predict(frame)                   # .pt -> PyTorch, triton://host:port/model -> Triton
         print(len(dets), dets.class_names, dets.bitmaps().shape)
 
 The three steps are separate methods so the video pipeline can run them on different threads:
 :meth:`prepare` (letterbox each frame into a batch buffer, recording scale), :meth:`infer` (the
 backend) and :meth:`finish` (boxes back to original coordinates, one ``Detections`` per frame).
+
+``prepare`` letterboxes with the native core (``maskrt._core``, bit-exact to the OpenCV reference
+``maskrt.runtime.letterbox``; tests/test_native_core.py); ``Predictor(..., native=False)`` asks for
+the reference. No silent fallback: without the native core, ``native=True`` raises
+``NativeCoreUnavailableError``.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,7 +28,8 @@ import numpy as np
 from maskrt.runtime.backends.base import Backend
 from maskrt.runtime.config import ModelConfig
 from maskrt.runtime.detections import Detections
-from maskrt.runtime.letterbox import as_bgr, letterbox
+from maskrt.runtime.letterbox import as_bgr
+from maskrt.runtime.letterbox import letterbox as reference_letterbox
 from maskrt.runtime.postprocess import scale_detections
 
 ONNX_SUFFIXES = (".onnx",)
@@ -40,8 +47,16 @@ class FrameInfo:
 
 def open_backend(artifact: str | os.PathLike, **kwargs: Any) -> Backend:
     """The backend an artefact needs, chosen by its suffix (not opened):
-    ``.onnx`` -> OrtBackend, ``.engine``/``.plan``/``.trt`` -> TrtBackend, ``.pt``/``.pth`` -> TorchBackend.
-    ``kwargs`` go to the backend's constructor."""
+    ``.onnx`` -> OrtBackend, ``.engine``/``.plan``/``.trt`` -> TrtBackend, ``.pt``/``.pth`` -> TorchBackend;
+    a URL ``triton://HOST:PORT/MODEL`` (``triton+http://`` for HTTP) -> TritonBackend (a model on a
+    Triton server). ``kwargs`` go to the backend's constructor."""
+    if isinstance(artifact, str) and "://" in artifact:
+        from maskrt.runtime.backends.triton import TritonBackend, is_triton_url
+
+        if not is_triton_url(artifact):
+            raise ValueError(f"{artifact}: unknown URL scheme; a model on a Triton server is "
+                             "triton://HOST:PORT/MODEL (gRPC) or triton+http://HOST:PORT/MODEL")
+        return TritonBackend(artifact, **kwargs)
     path = Path(artifact)
     suffix = path.suffix.lower()
     if suffix in ONNX_SUFFIXES:
@@ -61,16 +76,31 @@ def open_backend(artifact: str | os.PathLike, **kwargs: Any) -> Backend:
 
 
 class Predictor:
-    """Wraps an (unopened or open) backend; :meth:`open` / ``with`` opens it."""
+    """Wraps an (unopened or open) backend; :meth:`open` / ``with`` opens it.
 
-    def __init__(self, backend: Backend, *, upscale: bool = False) -> None:
+    upscale: enlarge frames smaller than the input size. native: letterbox with the native core
+    (default) or, False, with the numpy/OpenCV reference. threads: threads of the native letterbox
+    per frame (1: in the video pipeline the other stages and the inference library want the rest
+    of the cores)."""
+
+    def __init__(self, backend: Backend, *, upscale: bool = False, native: bool = True, threads: int = 1) -> None:
         self.backend = backend
         self.upscale = upscale
+        self.native = bool(native)
+        self.threads = int(threads)
+        if self.native:
+            from maskrt.runtime import native_core
+
+            self._letterbox = functools.partial(native_core.letterbox, threads=self.threads)
+            native_core.require()  # NativeCoreUnavailableError now, not at the first frame
+        else:
+            self._letterbox = reference_letterbox
 
     @classmethod
-    def open(cls, artifact: str | os.PathLike, *, upscale: bool = False, **backend_kwargs: Any) -> Predictor:
+    def open(cls, artifact: str | os.PathLike, *, upscale: bool = False, native: bool = True, threads: int = 1,
+             **backend_kwargs: Any) -> Predictor:
         """Opens the backend for ``artifact`` (see :func:`open_backend`)."""
-        p = cls(open_backend(artifact, **backend_kwargs), upscale=upscale)
+        p = cls(open_backend(artifact, **backend_kwargs), upscale=upscale, native=native, threads=threads)
         p.backend.open()
         return p
 
@@ -112,7 +142,9 @@ class Predictor:
         infos = []
         for i, f in enumerate(frames):
             f = as_bgr(f, f"frame {i}" if b > 1 else "frame")
-            lb = letterbox(f, (h, w), upscale=self.upscale, out=out[i])
+            if self.native and (f.strides[1:] != (3, 1) or f.strides[0] < 3 * f.shape[1]):  # packed rows only
+                f = np.ascontiguousarray(f)
+            lb = self._letterbox(f, (h, w), upscale=self.upscale, out=out[i])
             infos.append(FrameInfo((int(f.shape[0]), int(f.shape[1])), lb.scale))
         return out[:b], infos
 

@@ -3,7 +3,10 @@
     maskrt video --model m.onnx --source clip.mp4 --jsonl out.jsonl --save out.mp4
     maskrt video --model m.onnx --source 0 --show                 # camera 0, live status line
     maskrt video --model m.onnx --source rtsp://cam/stream --jsonl cam.jsonl
-    maskrt infer --model m.onnx photos/ --out results/            # <stem>.json + <stem>.png per image
+    maskrt video --model m.onnx --source 0 --source rtsp://user:pw@cam2/stream --batch 2 --jsonl out.jsonl
+                                                                  # two cameras, one batched pipeline:
+                                                                  # out_0.jsonl, out_1.jsonl
+    maskrt infer --model m.onnx photos/ --out-dir results/        # <stem>.json + <stem>.png per image
 
 ``runtime/cli.py`` wires them: ``add_video_arguments(parser)`` / ``run_video(args)`` and
 ``add_infer_arguments(parser)`` / ``run_infer(args)``. This module also runs on its own
@@ -19,6 +22,8 @@ import sys
 import threading
 from pathlib import Path
 from typing import Any, TextIO
+
+from maskrt.runtime.cli import renamed_option
 
 __all__ = ["add_infer_arguments", "add_video_arguments", "main", "run_infer", "run_video"]
 
@@ -84,15 +89,24 @@ class _Console:
     def __init__(self, prog: str, stream: TextIO, status: bool) -> None:
         self.prog, self.stream, self.status_enabled = prog, stream, status
         self._width = 0
+        self._lines = 0
         self._lock = threading.Lock()
 
     def status(self, text: str) -> None:
+        """One line rewritten with a carriage return; several lines (one per stream) rewritten
+        in place with ANSI cursor movement."""
         if not self.status_enabled:
             return
         with self._lock:
-            self.stream.write("\r" + text.ljust(self._width))
+            lines = text.split("\n")
+            if len(lines) == 1 and self._lines <= 1:
+                self.stream.write("\r" + text.ljust(self._width))
+            else:
+                up = f"\x1b[{self._lines - 1}F" if self._lines > 1 else "\r"
+                self.stream.write(up + "\n".join(line + "\x1b[K" for line in lines))
             self.stream.flush()
-            self._width = len(text)
+            self._width = max(len(line) for line in lines)
+            self._lines = len(lines)
 
     def message(self, text: str) -> None:
         with self._lock:
@@ -102,15 +116,17 @@ class _Console:
 
     def end_status(self) -> None:
         with self._lock:
-            if self._width:
+            if self._width or self._lines:
                 self.stream.write("\n")
                 self.stream.flush()
-                self._width = 0
+                self._width = self._lines = 0
 
     def _clear(self) -> None:
-        if self._width:
+        if self._lines > 1:
+            self.stream.write(f"\x1b[{self._lines - 1}F\x1b[J")
+        elif self._width:
             self.stream.write("\r" + " " * self._width + "\r")
-            self._width = 0
+        self._width = self._lines = 0
 
 
 class _ConsoleHandler(logging.Handler):
@@ -148,12 +164,17 @@ def add_video_arguments(parser: argparse.ArgumentParser) -> None:
                      "warning says where; the outputs hold the frames before it); 1 on errors, including a live "
                      "source that did not come back after its reconnect attempts.")
     _add_model_arguments(parser)
-    parser.add_argument("--source", required=True, metavar="S",
+    parser.add_argument("--source", action="append", default=[], metavar="S",
                         help="video file, image folder, camera index (0), stream URL (rtsp://, http://, ...) or "
-                             "GStreamer pipeline ('... ! appsink')")
+                             "GStreamer pipeline ('... ! appsink'); repeat it for several streams through one "
+                             "batched pipeline (--batch frames of different streams per inference)")
+    parser.add_argument("--sources", default=None, metavar="FILE",
+                        help="a text file of sources, one per line (lines starting with '#' are comments), after "
+                             "any --source")
     parser.add_argument("--jsonl", default=None, metavar="F",
                         help="write one JSON line per frame (frame, timestamp, boxes, scores, classes, names, "
-                             "RLE masks)")
+                             "track_ids, RLE masks); with several streams F_<i> per stream ('{stream}' in F: "
+                             "replaced by the stream's number)")
     parser.add_argument("--save", default=None, metavar="F", help="write the annotated video (.mp4, .avi, .mkv)")
     parser.add_argument("--save-fps", type=float, default=None, metavar="FPS",
                         help="frame rate of --save (default: the source's)")
@@ -170,8 +191,75 @@ def add_video_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reconnect-timeout", type=float, default=60.0, metavar="S",
                         help="live sources: give up reconnecting after S seconds (default 60)")
     parser.add_argument("--status", choices=("auto", "on", "off"), default="auto",
-                        help="live status line on stderr (auto: when stderr is a terminal)")
+                        help="live status line on stderr, one per stream (auto: when stderr is a terminal)")
+    add_tracker_arguments(parser)
     parser.set_defaults(func=run_video)
+
+
+def add_tracker_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--track/--no-track`` and the tracker's parameters (``maskrt.runtime.tracking.TrackerConfig``)."""
+    from maskrt.runtime.tracking.config import TrackerConfig  # standard library only: scipy loads when tracking runs
+
+    d = TrackerConfig()
+    g = parser.add_argument_group("tracking", "stable instance ids across frames (ByteTrack-style: mask IoU + box "
+                                              "IoU + class, constant-velocity Kalman); track_ids in the JSON lines, "
+                                              "a colour per id in the overlay")
+    g.add_argument("--track", action=argparse.BooleanOptionalAction, default=True,
+                   help="track instances (default: on; --no-track: per-frame detections only)")
+    g.add_argument("--track-high-score", type=float, default=d.high_score, metavar="S",
+                   help=f"detections scoring at least S are matched first (default {d.high_score})")
+    g.add_argument("--track-low-score", type=float, default=d.low_score, metavar="S",
+                   help=f"detections below S are ignored; between it and the high score they only continue "
+                        f"tracks (default {d.low_score})")
+    g.add_argument("--track-new-score", type=float, default=d.new_track_score, metavar="S",
+                   help=f"an unmatched detection starts a track when it scores at least S (default "
+                        f"{d.new_track_score})")
+    g.add_argument("--track-match-iou", type=float, default=d.match_iou, metavar="X",
+                   help=f"minimum similarity of a match (default {d.match_iou})")
+    g.add_argument("--track-mask-weight", type=float, default=d.mask_weight, metavar="W",
+                   help=f"share of mask IoU in the similarity, 0 = boxes only (default {d.mask_weight})")
+    g.add_argument("--track-min-hits", type=int, default=d.min_hits, metavar="N",
+                   help=f"matches before a track gets an id (default {d.min_hits})")
+    g.add_argument("--track-max-lost", type=int, default=d.max_lost, metavar="N",
+                   help=f"frames a track survives unseen (occlusion) before it is removed (default {d.max_lost})")
+
+
+def tracker_config(args: argparse.Namespace):
+    """The TrackerConfig of the parsed arguments, or None with --no-track (ValueError for bad values)."""
+    if not args.track:
+        return None
+    from maskrt.runtime.tracking.config import TrackerConfig
+
+    return TrackerConfig(high_score=args.track_high_score, low_score=args.track_low_score,
+                         new_track_score=args.track_new_score, match_iou=args.track_match_iou,
+                         mask_weight=args.track_mask_weight, min_hits=args.track_min_hits,
+                         max_lost=args.track_max_lost)
+
+
+def _source_specs(args: argparse.Namespace) -> list[str]:
+    specs = list(args.source)
+    if args.sources:
+        path = Path(args.sources)
+        if not path.is_file():
+            raise FileNotFoundError(f"--sources {path}: no such file")
+        for line in path.read_text(encoding="utf-8").splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):  # NOTE: whole-line comments only: '#' may be part of a URL
+                specs.append(line)
+    if not specs:
+        raise ValueError("no source: give --source (repeatable) or --sources FILE")
+    return specs
+
+
+def per_stream_path(path: str, index: int, count: int) -> str:
+    """The output of stream ``index`` of ``count``: ``path`` itself for one stream, ``{stream}``
+    replaced when present, else ``<stem>_<index><suffix>``."""
+    if "{stream}" in path:
+        return path.replace("{stream}", str(index))
+    if count == 1:
+        return path
+    p = Path(path)
+    return str(p.with_name(f"{p.stem}_{index}{p.suffix}"))
 
 
 def run_video(args: argparse.Namespace) -> int:
@@ -191,6 +279,11 @@ def run_video(args: argparse.Namespace) -> int:
     console = _Console(prog, sys.stderr, status_on)
     if not (args.reconnect_timeout > 0):
         raise ValueError(f"--reconnect-timeout must be positive, got {args.reconnect_timeout}")
+    specs = _source_specs(args)
+    track = tracker_config(args)  # bad tracker parameters fail here, before anything opens
+    if len(specs) > 1:
+        return _run_streams(args, specs, track, console)
+    args.source = specs[0]
 
     # Outputs are checked (folders exist, codecs known) before the model loads.
     sinks = []
@@ -214,7 +307,8 @@ def run_video(args: argparse.Namespace) -> int:
             pipe = VideoPipeline(source, predictor, sinks, batch=args.batch, queue_size=args.queue_size,
                                  max_frames=args.max_frames, min_score=args.min_score, overlay_alpha=args.alpha,
                                  draw_boxes=not args.no_boxes,
-                                 draw_labels=not args.no_boxes, mask_threshold=args.mask_threshold)
+                                 draw_labels=not args.no_boxes, mask_threshold=args.mask_threshold,
+                                 tracker=None if track is None else _new_tracker(track))
             try:
                 stats = pipe.run(status=lambda s: console.status(s.status_line()), status_interval_s=0.5)
             except PipelineError as e:
@@ -228,7 +322,8 @@ def run_video(args: argparse.Namespace) -> int:
         logger.removeHandler(handler)
         logger.propagate = propagate
 
-    print(f"source: {stats.source} ({'live' if stats.live else 'file'}); model: {args.model}; batch {args.batch}")
+    print(f"source: {stats.source} ({'live' if stats.live else 'file'}); model: {args.model}; batch {args.batch}; "
+          f"tracking {'on' if track else 'off'}")
     print(stats.table(), flush=True)
     outputs = [f"{k} {v}" for k, v in (("jsonl", args.jsonl), ("video", args.save), ("images", args.out_dir)) if v]
     if outputs:
@@ -240,6 +335,89 @@ def run_video(args: argparse.Namespace) -> int:
     return 0
 
 
+def _new_tracker(config):
+    from maskrt.runtime.tracking import Tracker
+
+    return Tracker(config)
+
+
+def _run_streams(args: argparse.Namespace, specs: list[str], track, console: _Console) -> int:
+    """``maskrt video`` with several sources: one MultiStreamPipeline, outputs per stream."""
+    from maskrt.runtime.video import (
+        ImageFolderSink,
+        JsonlSink,
+        MultiStreamPipeline,
+        PipelineError,
+        VideoFileSink,
+        WindowSink,
+        open_source,
+    )
+
+    n = len(specs)
+    sinks: list[list] = []
+    outputs: list[list[str]] = []
+    for i, spec in enumerate(specs):
+        group, wrote = [], []
+        if args.jsonl:
+            group.append(JsonlSink(per_stream_path(args.jsonl, i, n)))
+            wrote.append(f"jsonl {per_stream_path(args.jsonl, i, n)}")
+        if args.save:
+            group.append(VideoFileSink(per_stream_path(args.save, i, n), fps=args.save_fps))
+            wrote.append(f"video {per_stream_path(args.save, i, n)}")
+        if args.out_dir:
+            folder = str(Path(args.out_dir) / f"stream_{i}")
+            group.append(ImageFolderSink(folder))
+            wrote.append(f"images {folder}")
+        if args.show:
+            group.append(WindowSink(f"maskrt [{i}]: {spec}"))
+        sinks.append(group)
+        outputs.append(wrote)
+    if not any(sinks):
+        console.message("no output chosen (--jsonl, --save, --out-dir, --show): measuring only")
+    sources = [open_source(spec, realtime=args.realtime, on_event=console.message,
+                           max_attempts=args.reconnect_attempts, max_reconnect_s=args.reconnect_timeout)
+               for spec in specs]
+
+    def on_end(i: int, name: str, why: str, failed: bool) -> None:
+        console.message(f"stream {i} ({name}) ended: {why}" + ("; the other streams go on" if failed else ""))
+
+    logger, handler, propagate = _route_logging(console)
+    try:
+        for src in sources:
+            src.open()  # every source is checked before the model loads
+        with _open_predictor(args) as predictor:
+            trackers = None if track is None else [_new_tracker(track) for _ in specs]
+            pipe = MultiStreamPipeline(sources, predictor, sinks, batch=args.batch, queue_size=args.queue_size,
+                                       max_frames=args.max_frames, trackers=trackers, min_score=args.min_score,
+                                       overlay_alpha=args.alpha, draw_boxes=not args.no_boxes,
+                                       draw_labels=not args.no_boxes, mask_threshold=args.mask_threshold,
+                                       on_stream_end=on_end)
+            try:
+                stats = pipe.run(status=lambda s: console.status(s.status_line()), status_interval_s=0.5)
+            except PipelineError as e:
+                console.end_status()
+                if e.stats is not None:
+                    print(e.stats.table(), flush=True)
+                raise
+            console.end_status()
+    finally:
+        for src in sources:
+            src.close()
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+    print(f"{n} streams; model: {args.model}; batch {args.batch}; tracking {'on' if track else 'off'}")
+    print(stats.table(), flush=True)
+    for i, wrote in enumerate(outputs):
+        if wrote:
+            print(f"wrote [{i}]: " + ", ".join(wrote))
+    lost = [s for s in stats.streams if s.failed and s.live]
+    if lost:
+        console.message("live stream(s) lost: " + "; ".join(f"[{s.index}] {s.end_reason}" for s in lost))
+        return 1
+    return 0
+
+
 # ====================================================================== maskrt infer
 def add_infer_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``maskrt infer`` (and ``func=run_infer``)."""
@@ -247,7 +425,8 @@ def add_infer_arguments(parser: argparse.ArgumentParser) -> None:
                           "scores, classes, names, COCO RLE masks in original pixels) and <stem>.png (the overlay).")
     _add_model_arguments(parser)
     parser.add_argument("input", metavar="IMAGE|DIR", help="an image file, or a folder of images (non-images skipped)")
-    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
+    parser.add_argument("--out-dir", required=True, metavar="DIR", help="output folder (created)")
+    renamed_option(parser, "--out", "--out-dir DIR (infer writes a folder)")
     parser.add_argument("--no-overlay", action="store_true", help="write only the JSON files")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run_infer)
@@ -267,7 +446,7 @@ def run_infer(args: argparse.Namespace) -> int:
         source = ImageFolderSource([path], on_event=console.message)
     else:
         raise FileNotFoundError(f"{path}: no such image or folder")
-    out = Path(args.out)
+    out = Path(args.out_dir)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {out}: exists and is not a folder")
 

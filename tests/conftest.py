@@ -4,7 +4,8 @@
   the same examples and takes the same time; no example database on disk. Another profile can be
   chosen with ``MASKRT_HYPOTHESIS_PROFILE`` (``maskrt-long``: many more examples, for a local hunt).
 * ``onnx_model`` / ``predictor``: the embedded default checkpoint exported once per session to an
-  "ort" graph, and an ONNX Runtime Predictor on it (2 threads), for the runtime-side tests.
+  "ort" graph, and an ONNX Runtime Predictor on it (2 threads), for the runtime-side tests;
+  ``zero_detection_model``: the same weights with a threshold nothing passes, exported once.
 * ``MASKRT_NATIVE_DIR``: a folder holding other builds of the native modules (``_native`` and
   ``_core``, e.g. the AddressSanitizer build of ``make sanitize`` in ``build/asan/lib``). They are
   loaded here, before any test module imports ``maskrt._native`` / ``maskrt._core``, and replace
@@ -80,6 +81,24 @@ def onnx_model(tmp_path_factory):
     path = tmp_path_factory.mktemp("default_onnx") / "m.onnx"
     export_model(model, path, "ort")
     return path
+
+
+@pytest.fixture(scope="session")
+def zero_detection_model(tmp_path_factory):
+    """(model, "ort" ONNX path) of the embedded checkpoint with a score threshold no detection
+    passes (0.999999): the zero-detection case, exported once per session."""
+    from maskrt.export.onnx_export import export_model
+    from maskrt.train.demo import DEFAULT_CHECKPOINT
+    from maskrt.train.model.checkpoint import load_checkpoint
+    from maskrt.train.model.mask_rcnn import MaskRCNN
+
+    model, _ = load_checkpoint(DEFAULT_CHECKPOINT)
+    strict = MaskRCNN(model.cfg.replace(box_score_thresh=0.999999))
+    strict.load_state_dict(model.state_dict())
+    strict.eval()
+    path = tmp_path_factory.mktemp("zero_detections") / "strict.onnx"
+    export_model(strict, path, "ort")
+    return strict, path
 
 
 @pytest.fixture(scope="module")

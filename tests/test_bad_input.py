@@ -48,7 +48,7 @@ from maskrt.train.model import checkpoint as ckpt_mod
 from maskrt.train.model.checkpoint import load_checkpoint, load_torchvision_weights, read_checkpoint, save_checkpoint
 from maskrt.train.model.mask_rcnn import MaskRCNN
 
-CFG = preset("mnv3-small")
+CFG = preset("mnv3-lite")
 
 
 # ============================================================================ shared fixtures and helpers
@@ -454,7 +454,7 @@ def train_data(tmp_path_factory):
     return root
 
 
-TRAIN_ARGS = ["--config", "mnv3-small", "--min-sizes", "64", "--max-size", "96", "--batch-size", "1",
+TRAIN_ARGS = ["--config", "mnv3-lite", "--min-sizes", "64", "--max-size", "96", "--batch-size", "1",
               "--warmup-iters", "1", "--log-every", "1", "--device", "cpu", "--no-progress", "--seed", "0"]
 
 
@@ -466,7 +466,8 @@ def test_disk_full_during_a_checkpoint_write_keeps_the_previous_checkpoint(train
     from maskrt.train.trainer import CHECKPOINT_LAST, TrainConfig, read_metrics, train
 
     out = tmp_path / "run"
-    cfg = TrainConfig(lr=0.01, warmup_iters=1, max_iters=6, checkpoint_every=2, log_every=1, batch_size=1,
+    # 4 iterations: the checkpoint of iteration 2 is written whole, the one of iteration 4 hits ENOSPC
+    cfg = TrainConfig(lr=0.01, warmup_iters=1, max_iters=4, checkpoint_every=2, log_every=1, batch_size=1,
                       min_sizes=(64,), max_size=96, seed=0)
     real_save = torch.save
     calls = {"n": 0}
@@ -481,14 +482,14 @@ def test_disk_full_during_a_checkpoint_write_keeps_the_previous_checkpoint(train
     monkeypatch.setattr(torch, "save", save_then_fill_the_disk)
     with pytest.raises(OSError, match=r"cannot write .*checkpoint_last\.pt \(disk full\): No space left on device; "
                                       r"the previous file is unchanged") as e:
-        train(cfg, out, data=train_data, model_config="mnv3-small", progress=False)
+        train(cfg, out, data=train_data, model_config="mnv3-lite", progress=False)
     assert e.value.errno == errno.ENOSPC
     assert read_checkpoint(out / CHECKPOINT_LAST)["iteration"] == 2  # the previous one, whole
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]  # no partial file left
     monkeypatch.setattr(torch, "save", real_save)
-    result = train(cfg, out, data=train_data, model_config="mnv3-small", resume=True, progress=False)
-    assert result.iteration == 6
-    assert [r["iter"] for r in read_metrics(out / "metrics.jsonl")] == list(range(1, 7))
+    result = train(cfg, out, data=train_data, model_config="mnv3-lite", resume=True, progress=False)
+    assert result.iteration == 4
+    assert [r["iter"] for r in read_metrics(out / "metrics.jsonl")] == list(range(1, 5))
 
 
 def test_sigkill_mid_training_keeps_the_last_checkpoint_and_resume_continues(train_data, tmp_path):
@@ -498,7 +499,7 @@ def test_sigkill_mid_training_keeps_the_last_checkpoint_and_resume_continues(tra
 
     out = tmp_path / "run"
     ckpt = out / CHECKPOINT_LAST
-    cmd = [sys.executable, "-m", "maskrt", "train", "--data", str(train_data), "--out", str(out), *TRAIN_ARGS,
+    cmd = [sys.executable, "-m", "maskrt", "train", "--data", str(train_data), "--out-dir", str(out), *TRAIN_ARGS,
            "--max-iters", "400", "--checkpoint-every", "1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
@@ -565,11 +566,11 @@ def bad_artefacts(tmp_path_factory, onnx_model):
 
 
 @pytest.mark.parametrize(("args", "command", "words"), [
-    (["infer", "--model", "{d}/cut.onnx", "{d}/img.png", "--out", "{d}/o"], "infer", "cut.onnx"),
-    (["infer", "--model", "{d}/m.engine", "{d}/img.png", "--out", "{d}/o"], "infer", "engine sidecar not found"),
-    (["infer", "--model", "{d}/evil.pt", "{d}/img.png", "--out", "{d}/o"], "infer", "refused: the file's pickle"),
+    (["infer", "--model", "{d}/cut.onnx", "{d}/img.png", "--out-dir", "{d}/o"], "infer", "cut.onnx"),
+    (["infer", "--model", "{d}/m.engine", "{d}/img.png", "--out-dir", "{d}/o"], "infer", "engine sidecar not found"),
+    (["infer", "--model", "{d}/evil.pt", "{d}/img.png", "--out-dir", "{d}/o"], "infer", "refused: the file's pickle"),
     (["export", "--checkpoint", "{d}/cut.pt", "--out", "{d}/x.onnx"], "export", "not a loadable checkpoint"),
-    (["train", "--out", "{d}/run", "--resume"], "train", "refused: the file's pickle references"),
+    (["train", "--out-dir", "{d}/run", "--resume"], "train", "refused: the file's pickle references"),
     (["video", "--model", "{onnx}", "--source", "{d}/not_a_video.mp4"], "video", "cannot open as a video"),
 ])
 def test_cli_errors_are_one_line_without_traceback(bad_artefacts, onnx_model, args, command, words):
@@ -582,7 +583,7 @@ def test_cli_errors_are_one_line_without_traceback(bad_artefacts, onnx_model, ar
 
 def test_cli_debug_shows_the_traceback(bad_artefacts):
     r = _cli("--debug", "infer", "--model", str(bad_artefacts / "evil.pt"), str(bad_artefacts / "img.png"),
-             "--out", str(bad_artefacts / "o"))
+             "--out-dir", str(bad_artefacts / "o"))
     assert r.returncode != 0 and "Traceback" in r.stderr and "refused" in r.stderr
     assert not (bad_artefacts / "PAYLOAD_RAN").exists()
 

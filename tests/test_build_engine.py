@@ -429,9 +429,10 @@ def test_build_argument_errors(tmp_path, monkeypatch, capsys):
     assert not Path(out).exists()
     with pytest.raises(ValueError, match="min <= opt <= max"):
         be.run_build(_build_args("--onnx", str(onnx_path), "--out", out, "--batch-range", "4", "2", "8"))
-    with pytest.raises(SystemExit):  # the old name: one line naming the new one
-        _build_args("--onnx", str(onnx_path), "--out", out, "--batch", "1", "2", "4")
-    assert "--batch is now --batch-range MIN OPT MAX" in capsys.readouterr().err
+    from maskrt.runtime.cli import RenamedOptionError
+
+    with pytest.raises(RenamedOptionError, match=r"^--batch was renamed: use --batch-range MIN OPT MAX"):
+        _build_args("--onnx", str(onnx_path), "--out", out, "--batch", "1", "2", "4")  # the old name
     with pytest.raises(ValueError, match="TensorRT-RTX targets"):
         be.run_build(_build_args("--onnx", str(onnx_path), "--out", out, "--compute-capability", "9.0"))
     with pytest.raises(ValueError, match="for --runtime rtx"):

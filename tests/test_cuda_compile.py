@@ -7,8 +7,8 @@
   ``maskrt_trt_plugins`` must compile and link (without libnvinfer) and export exactly the
   plugin-library entry points.
 
-One CMake configure and build directory serve both (-j2). Skips only where nvcc is absent
-(respectively where the TensorRT headers are).
+One CMake configure and build directory serve both (-j2; ``build/cuda-check``, kept between runs:
+see CUDA_CHECK_DIR). Skips only where nvcc is absent (respectively where the TensorRT headers are).
 """
 
 from __future__ import annotations
@@ -126,8 +126,16 @@ def sass_by_object(library: Path) -> dict[str, set[int]]:
 # ----------------------------------------------------------------------------------------------
 
 
+# NOTE: the build folder persists between runs (build/ is not in git; a fresh clone, as in CI,
+# builds everything), so an edit-test loop recompiles only what changed: CMake rebuilds every
+# object whose source, headers or flags changed, and an unchanged object compiled warning-free
+# before. A build that fails or prints a warning removes the folder, so the next run cannot pass
+# on objects it did not recompile. MASKRT_CUDA_CHECK_DIR overrides the folder.
+CUDA_CHECK_DIR = Path(os.environ.get("MASKRT_CUDA_CHECK_DIR", ROOT / "build" / "cuda-check"))
+
+
 @pytest.fixture(scope="module")
-def cuda_build(tmp_path_factory) -> Path:
+def cuda_build() -> Path:
     """One configure with MASKRT_CUDA=ON (and TensorRT_ROOT from the environment, if any)."""
     nvcc = _find_nvcc()
     if nvcc is None:
@@ -135,7 +143,8 @@ def cuda_build(tmp_path_factory) -> Path:
     cmake = shutil.which("cmake")
     if cmake is None:
         pytest.fail("cmake not found on PATH (needed for the native build)")
-    build = tmp_path_factory.mktemp("cuda-build")
+    build = CUDA_CHECK_DIR
+    build.mkdir(parents=True, exist_ok=True)
     args = [
         cmake, "-S", str(ROOT), "-B", str(build),
         "-DCMAKE_BUILD_TYPE=Release",
@@ -148,6 +157,7 @@ def cuda_build(tmp_path_factory) -> Path:
     ]  # fmt: skip
     proc = _run(args, timeout=300)
     if proc.returncode != 0:
+        shutil.rmtree(build, ignore_errors=True)
         pytest.fail(f"CMake configure with MASKRT_CUDA=ON failed:\n{proc.stdout}")
     return build
 
@@ -156,9 +166,11 @@ def _build_target(build: Path, target: str) -> str:
     """Builds `target` with -j2; fails the test with the full log on an error or any warning."""
     proc = _run(["cmake", "--build", str(build), "--target", target, "-j", "2"], timeout=1200)
     if proc.returncode != 0:
+        shutil.rmtree(build, ignore_errors=True)  # the next run builds from scratch
         pytest.fail(f"building {target} failed:\n{proc.stdout}")
     warnings = [line for line in proc.stdout.splitlines() if _WARNING.search(line)]
     if warnings:
+        shutil.rmtree(build, ignore_errors=True)  # else the next run would not recompile what warned
         pytest.fail(f"building {target} printed warnings:\n" + "\n".join(warnings) + f"\n\nfull log:\n{proc.stdout}")
     return proc.stdout
 

@@ -145,13 +145,13 @@ def test_synthetic_rejects_bad_arguments(tmp_path):
 def test_synth_cli_hooks(tmp_path, capsys):
     parser = synthetic.add_synth_arguments(argparse.ArgumentParser())
     args = parser.parse_args(
-        ["--out", str(tmp_path / "d"), "--train", "2", "--val", "1", "--seed", "3",
+        ["--out-dir", str(tmp_path / "d"), "--train", "2", "--val", "1", "--seed", "3",
          "--image-size", "64", "80", "--max-instance", "40", "--no-progress"]
     )
     assert synthetic.run_synth(args) == 0
     assert "train: 2 images" in capsys.readouterr().out
     assert cv2.imread(str(tmp_path / "d/val/000000.png")).shape == (64, 80, 3)
-    bad = parser.parse_args(["--out", str(tmp_path / "e"), "--train", "-1"])
+    bad = parser.parse_args(["--out-dir", str(tmp_path / "e"), "--train", "-1"])
     assert synthetic.run_synth(bad) == 2
     assert "error" in capsys.readouterr().err
 

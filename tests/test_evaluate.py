@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from pycocotools import mask as mask_utils
 
 from maskrt.runtime.config import preset
 from maskrt.runtime.postprocess import masks_to_rle, paste_masks
@@ -28,6 +29,8 @@ from maskrt.train.evaluate import (
     evaluate_model,
     fit_to_input,
     format_metrics,
+    jsonl_to_coco,
+    precision_recall,
     predict_coco,
     run_eval,
     split_outputs,
@@ -104,6 +107,68 @@ def test_ground_truth_scores_one_shifted_less_empty_zero(synth):
                                         for r in gt_results(ds)], iou_types=("bbox",))
     assert set(only_bbox) == {"bbox"} and only_bbox["bbox"]["AP"] == pytest.approx(1.0)
     assert ds.coco.dataset == before  # COCOeval wrote into copies only
+
+
+def _greedy_pr(ds: CocoInstances, results: list[dict], iou: float) -> tuple[int, int, int]:
+    """An independent reference: per image and category, detections by descending score each
+    take the unmatched ground truth of highest mask IoU (pycocotools.mask.iou) if >= iou."""
+    tp = 0
+    gts = ds.coco.dataset["annotations"]
+    for img in ds.coco.dataset["images"]:
+        for cat in {a["category_id"] for a in gts} | {r["category_id"] for r in results}:
+            g = [a["segmentation"] for a in gts if a["image_id"] == img["id"] and a["category_id"] == cat]
+            d = sorted((r for r in results if r["image_id"] == img["id"] and r["category_id"] == cat),
+                       key=lambda r: -r["score"])
+            if not g or not d:
+                continue
+            ious = mask_utils.iou([r["segmentation"] for r in d], g, [0] * len(g))
+            free = set(range(len(g)))
+            for row in ious:
+                best = max(free, key=lambda j: row[j], default=None)
+                if best is not None and row[best] >= iou:
+                    free.discard(best)
+                    tp += 1
+    return tp, len(results), len(gts)
+
+
+def test_precision_recall_at_one_iou(synth):
+    _, ds = synth
+    n_gt = len(ds.coco.dataset["annotations"])
+    perfect = precision_recall(ds.coco, gt_results(ds))
+    assert perfect == {"precision": 1.0, "recall": 1.0, "tp": n_gt, "detections": n_gt, "ground_truth": n_gt}
+    half = gt_results(ds)[::2]
+    wrong = [dict(r, category_id=next(c for c in ds.label_to_cat_id.values() if c != r["category_id"]), score=0.2)
+             for r in gt_results(ds)[1::2]]
+    pr = precision_recall(ds.coco, half + wrong)
+    assert (pr["tp"], pr["detections"]) == (len(half), len(half) + len(wrong))
+    assert pr["recall"] == pytest.approx(len(half) / n_gt)
+    assert precision_recall(ds.coco, half + wrong, min_score=0.5)["precision"] == 1.0  # the wrong ones dropped
+    shifted = gt_results(ds, shift=3)
+    for r in shifted:
+        r["score"] = 1.0 / (1.0 + r["image_id"] + r["bbox"][0])  # distinct scores: a defined order
+    pr = precision_recall(ds.coco, shifted, iou=0.5)
+    tp, n_dt, n = _greedy_pr(ds, shifted, 0.5)
+    assert 0 < tp < n and (pr["tp"], pr["detections"], pr["ground_truth"]) == (tp, n_dt, n)
+    assert precision_recall(ds.coco, []) == {"precision": 1.0, "recall": 0.0, "tp": 0, "detections": 0,
+                                             "ground_truth": n_gt}
+    with pytest.raises(ValueError, match="iou"):
+        precision_recall(ds.coco, [], iou=0.0)
+
+
+def test_jsonl_to_coco_maps_classes_by_name(synth):
+    _, ds = synth
+    names = ["__background__"] + [c["name"] for c in sorted(ds.coco.dataset["categories"], key=lambda c: c["id"])]
+    by_name = {c["name"]: c["id"] for c in ds.coco.dataset["categories"]}
+    rle = {"size": [96, 128], "counts": mask_utils.encode(np.asfortranarray(np.ones((96, 128), np.uint8)))["counts"]
+           .decode()}
+    rec = {"frame": 0, "boxes": [[1, 2, 11, 22]], "scores": [0.9], "classes": [2], "masks": [rle]}
+    (r,) = jsonl_to_coco([rec], ds.coco, names, {0: 1})
+    assert r == {"image_id": 1, "category_id": by_name[names[2]], "bbox": [1.0, 2.0, 10.0, 20.0], "score": 0.9,
+                 "segmentation": rle}
+    with pytest.raises(ValueError, match="no category"):
+        jsonl_to_coco([rec], ds.coco, ["__background__", "dog"], {0: 1})
+    with pytest.raises(ValueError, match="frame 0"):
+        jsonl_to_coco([rec], ds.coco, names, {})
 
 
 def test_coco_evaluate_errors_and_verbose(synth, capsys):

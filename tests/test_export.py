@@ -43,10 +43,9 @@ def default_model():
 
 
 @pytest.fixture(scope="module")
-def exported(default_model, tmp_path_factory):
+def exported(default_model, onnx_model, tmp_path_factory):
     d = tmp_path_factory.mktemp("export")
-    paths = {"ort": d / "ort.onnx"}
-    export_model(default_model, paths["ort"], "ort")
+    paths = {"ort": onnx_model}  # the session's export of the same checkpoint (conftest.py)
     paths["trt"] = d / "trt.onnx"
     export_model(default_model, paths["trt"], "trt")
     return paths
@@ -143,13 +142,12 @@ def test_batch_of_four_equals_four_singles(exported, default_model, images, flav
 
 
 @pytest.mark.parametrize("flavour", ["ort", pytest.param("trt", marks=needs_kernels)])
-def test_zero_detections_is_a_normal_result(default_model, tmp_path, flavour):
+def test_zero_detections_is_a_normal_result(default_model, zero_detection_model, tmp_path, flavour):
     cfg = default_model.cfg
-    model = type(default_model)(cfg.replace(box_score_thresh=0.999999))
-    model.load_state_dict(default_model.state_dict())
-    model.eval()
-    path = tmp_path / f"{flavour}.onnx"
-    export_model(model, path, flavour)
+    model, path = zero_detection_model
+    if flavour != "ort":
+        path = tmp_path / f"{flavour}.onnx"
+        export_model(model, path, flavour)
     imgs = np.stack([np.full((*cfg.input_size, 3), 127, np.uint8), demo_image(3, cfg.input_size)])
     ref = torch_runner(model)(imgs)
     out = onnx_runner(path)(imgs)

@@ -270,3 +270,19 @@ def test_generator_rejects_malformed_table(tmp_path, mutation):
     assert proc.returncode != 0, f"{mutation}: generator accepted the table"
     assert "plugin_table.json" in proc.stdout and words in proc.stdout, proc.stdout
     assert not header.exists()
+
+
+def test_docs_plugins_md_is_the_rendered_table():
+    """plugin_table.json says it is rendered in docs/plugins.md: the committed page is exactly the
+    rendering of the committed table (regenerate: python -m maskrt.runtime.plugin_table > docs/plugins.md)."""
+    from pathlib import Path
+
+    from maskrt.runtime.plugin_table import load_plugin_table, markdown
+
+    root = Path(__file__).resolve().parents[1]
+    table = load_plugin_table(root / "plugins" / "plugin_table.json")
+    assert "docs/plugins.md" in table["_doc"]
+    page = (root / "docs" / "plugins.md").read_text(encoding="utf-8")
+    assert page == markdown(table)
+    for p in table["plugins"]:
+        assert f"## {p['name']}" in page and all(f"`{a['name']}`" in page for a in p["attributes"])

@@ -58,16 +58,8 @@ def test_batch_list_and_single_agree_and_backends_agree(onnx_model):
         np.testing.assert_array_equal(a.class_ids, c.class_ids)
 
 
-def test_zero_detections_and_json(tmp_path):
-    from maskrt.export.onnx_export import export_model
-    from maskrt.train.model.checkpoint import load_checkpoint
-    from maskrt.train.model.mask_rcnn import MaskRCNN
-
-    model, _ = load_checkpoint(DEFAULT_CHECKPOINT)
-    strict = MaskRCNN(model.cfg.replace(box_score_thresh=0.999999))
-    strict.load_state_dict(model.state_dict())
-    export_model(strict.eval(), tmp_path / "strict.onnx", "ort")
-    with Predictor.open(tmp_path / "strict.onnx") as p:
+def test_zero_detections_and_json(zero_detection_model):
+    with Predictor.open(zero_detection_model[1]) as p:
         d = p.predict(np.full((100, 150, 3), 127, np.uint8))
     assert len(d) == 0 and d.bitmaps().shape == (0, 100, 150)
     j = d.to_json()
@@ -84,3 +76,27 @@ def test_bad_frames_are_rejected_clearly(onnx_model):
             p.predict(np.zeros((0, 10, 3), np.uint8))
         with pytest.raises(ValueError, match="no frames"):
             p.predict([])
+
+
+def test_prepare_letterboxes_natively_bit_exact_to_the_reference(predictor):
+    """prepare's default path (the native core) gives the OpenCV reference's bytes, on frames the
+    native core reads in place (a crop) and ones prepare must pack first (flipped, channel-reversed,
+    every other column)."""
+    rng = np.random.default_rng(5)
+    base = rng.integers(0, 256, (300, 500, 3), dtype=np.uint8)
+    frames = [base, base[7:250, 11:400], base[::-1], base[:, :, ::-1], base[:, ::2], base[:100, :90]]
+    native = Predictor(predictor.backend)
+    reference = Predictor(predictor.backend, native=False)
+    assert native.native and not reference.native
+    a, infos_a = native.prepare(frames)
+    b, infos_b = reference.prepare(frames)
+    assert a.dtype == np.uint8 and np.array_equal(a, b) and infos_a == infos_b
+
+
+def test_native_prepare_without_the_core_fails_clearly(predictor, monkeypatch):
+    from maskrt.runtime import native_core
+
+    monkeypatch.setattr(native_core, "_core", None)
+    with pytest.raises(native_core.NativeCoreUnavailableError, match="maskrt._core is not available"):
+        Predictor(predictor.backend)
+    Predictor(predictor.backend, native=False).prepare([np.zeros((10, 10, 3), np.uint8)])  # the explicit choice

@@ -110,7 +110,7 @@ def test_command_line_options_build_the_config():
     import argparse
 
     parser = add_train_arguments(argparse.ArgumentParser())
-    args = parser.parse_args(["--out", "x", "--lr", "0.02", "--milestones", "5", "9", "--min-sizes", "96", "128",
+    args = parser.parse_args(["--out-dir", "x", "--lr", "0.02", "--milestones", "5", "9", "--min-sizes", "96", "128",
                               "--amp", "bf16", "--max-iters", "10"])
     cfg = train_config_from_args(args)
     assert (cfg.lr, cfg.milestones, cfg.min_sizes, cfg.amp, cfg.max_iters) == (0.02, (5, 9), (96, 128), "bf16", 10)
@@ -229,7 +229,7 @@ def test_two_process_ddp_under_torchrun(data_dir, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
     env["OMP_NUM_THREADS"] = "1"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "maskrt.train.trainer", "--data", str(data_dir), "--out", str(out), "--max-iters", "3",
+           "-m", "maskrt.train.trainer", "--data", str(data_dir), "--out-dir", str(out), "--max-iters", "3",
            "--log-every", "1", "--checkpoint-every", "2", "--warmup-iters", "1", "--min-sizes", "96",
            "--max-size", "128", "--batch-size", "1", "--device", "cpu", "--no-progress"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)

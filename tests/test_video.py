@@ -129,7 +129,7 @@ class RecordingSink(Sink):
 
 
 # ---------------------------------------------------------------------------- fake model
-CFG = preset("mnv3-small")  # input 320x320, K = 50, M = 28
+CFG = preset("mnv3-lite")  # input 320x320, K = 50, M = 28
 
 
 class FakeBackend(Backend):
@@ -602,17 +602,48 @@ def test_overlay_blends_exactly_the_mask_pixels(native):
         draw_detections(image[:50], dets, native=native)
 
 
+@pytest.mark.parametrize("native", [False, True])
+def test_tracked_detections_are_drawn_in_their_track_colour(native):
+    from maskrt.runtime.video import class_colour, track_colour
+    from maskrt.runtime.video.overlay import UNTRACKED_COLOUR, native_overlay_available
+
+    if native and not native_overlay_available():
+        pytest.skip("maskrt._core (native core) is not built")
+    image = np.full((90, 120, 3), 100, np.uint8)
+    masks = np.ones((2, 28, 28), np.float32)
+    dets = Detections(np.array([[5, 5, 40, 40], [60, 40, 110, 85]], np.float32), np.array([0.9, 0.8], np.float32),
+                      np.array([1, 1], np.int32), masks, (90, 120), ("bg", "a"), np.array([7, -1]))
+    ring_px = (5, 20)  # on box 0's outline
+    out = draw_detections(image, dets, alpha=0.5, draw_labels=False, native=native)
+    assert tuple(int(v) for v in out[ring_px]) == track_colour(7) != class_colour(1)
+    assert tuple(int(v) for v in out[40, 80]) == UNTRACKED_COLOUR  # the outline of the untracked one
+    ids = [track_colour(i) for i in range(1, 40)]
+    assert len(set(ids)) == len(ids) and track_colour(7) == track_colour(7)
+    # the same id keeps its colour whatever the class and the order of the detections
+    flipped = Detections(dets.boxes[::-1].copy(), dets.scores[::-1].copy(), np.array([3, 2], np.int32), masks,
+                         (90, 120), ("bg", "a", "b", "c"), np.array([-1, 7]))
+    out2 = draw_detections(image, flipped, alpha=0.5, draw_labels=False, native=native)
+    assert tuple(int(v) for v in out2[ring_px]) == track_colour(7)
+
+
 def test_frame_record_is_the_same_with_and_without_the_native_core(predictor, monkeypatch):
+    from maskrt.runtime import native_core
     from maskrt.runtime.video import sinks
 
     frame = Frame(cv2.resize(demo_image(8, (240, 400)), (600, 360)), 4, 0.16, name="x.png")
     d = predictor.predict(frame.image)
     assert len(d) > 0
     fast = sinks.frame_record(frame, d)
-    monkeypatch.setattr(sinks, "_native_core", lambda: None)
-    slow = sinks.frame_record(frame, d)  # Detections.to_json (pycocotools)
+    slow = sinks.frame_record(frame, d, native=False)  # Detections.to_json (pycocotools)
     assert fast == slow and slow == {"frame": 4, "timestamp": 0.16, "file": "x.png", **d.to_json()}
     assert sinks.frame_record(frame, d, with_masks=False).get("masks") is None
+    # no silent fallback: without the core the native paths fail and say so; native=False still works
+    monkeypatch.setattr(native_core, "_core", None)
+    with pytest.raises(native_core.NativeCoreUnavailableError, match="maskrt._core is not available"):
+        sinks.frame_record(frame, d)
+    with pytest.raises(native_core.NativeCoreUnavailableError):
+        draw_detections(frame.image, d)
+    assert sinks.frame_record(frame, d, native=False) == slow
 
 
 # ============================================================================ command line
@@ -638,11 +669,28 @@ def test_video_command_end_to_end(onnx_model, clips, tmp_path):
     assert "\r" in r.stderr and "fps" in r.stderr  # the live status line
     lines = read_jsonl(jsonl)
     assert [x["frame"] for x in lines] == list(range(7)) and all(x["image_size"] == [240, 400] for x in lines)
+    assert all(len(x["track_ids"]) == len(x["scores"]) for x in lines)  # tracking is on by default
     out = decode_all(saved)
     assert len(out) == 7 and out[0].shape == (240, 400, 3)
 
+    assert "tracking on" in r.stdout and "tracks: " in r.stdout
+
     r = _cli("video", "--model", str(onnx_model), "--source", str(tmp_path / "nope.mp4"))
     assert r.returncode == 1 and "no such file or directory" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_track_flags_parse_to_a_tracker_config_or_none():
+    from maskrt.runtime.video_cli import add_video_arguments, tracker_config
+
+    p = argparse.ArgumentParser()
+    add_video_arguments(p)
+    base = ["--model", "m.onnx", "--source", "x.mp4"]
+    assert tracker_config(p.parse_args(base)) is not None  # on by default
+    assert tracker_config(p.parse_args([*base, "--no-track"])) is None
+    cfg = tracker_config(p.parse_args([*base, "--track-max-lost", "7", "--track-mask-weight", "0"]))
+    assert (cfg.max_lost, cfg.mask_weight) == (7, 0.0)
+    with pytest.raises(ValueError, match="mask_weight must be a number in"):
+        tracker_config(p.parse_args([*base, "--track-mask-weight", "2"]))
 
 
 def test_infer_command_on_a_folder(onnx_model, tmp_path):
@@ -653,7 +701,7 @@ def test_infer_command_on_a_folder(onnx_model, tmp_path):
         cv2.imwrite(str(src / name), demo_image(len(name) + size[0], size))
     (src / "readme.txt").write_text("not an image")
     out = tmp_path / "out"
-    r = _cli("infer", "--model", str(onnx_model), str(src), "--out", str(out), "--threads", "2")
+    r = _cli("infer", "--model", str(onnx_model), str(src), "--out-dir", str(out), "--threads", "2")
     assert r.returncode == 0, r.stderr
     assert "readme.txt" in r.stderr and "3 image(s)" in r.stdout
     assert sorted(p.name for p in out.iterdir()) == ["a.json", "a.png", "b.json", "b.png", "c.json", "c.png"]
@@ -670,7 +718,7 @@ def test_infer_command_on_a_folder(onnx_model, tmp_path):
     one = tmp_path / "one"
     shutil.copy(src / "b.png", tmp_path / "b.png")
     code = ("import sys; from maskrt.runtime.video_cli import main; "
-            f"rc = main(['infer', '--model', {str(onnx_model)!r}, {str(tmp_path / 'b.png')!r}, '--out', "
+            f"rc = main(['infer', '--model', {str(onnx_model)!r}, {str(tmp_path / 'b.png')!r}, '--out-dir', "
             f"{str(one)!r}, '--no-overlay']); "
             "bad = [m for m in ('torch', 'onnx') if m in sys.modules]; print('loaded:', bad); "
             "sys.exit(rc or bool(bad))")

@@ -7,14 +7,9 @@ checkpoint lives and how a demo scene is drawn.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-import maskrt
-
-# The embedded default checkpoint (committed; docs/results.md has the command that made it).
-DEFAULT_CHECKPOINT = Path(maskrt.__file__).resolve().parent / "assets" / "default.pt"
+from maskrt import DEFAULT_CHECKPOINT  # noqa: F401  (re-exported: its one definition is in maskrt/__init__.py)
 
 
 def demo_image(seed: int, size: tuple[int, int]) -> np.ndarray:

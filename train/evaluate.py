@@ -7,6 +7,9 @@ The pipeline is split so that every backend is scored by the same code:
   deployment contract (``num_detections``, ``boxes``, ``scores``, ``classes``, ``masks`` as
   numpy), and turns each image's rows into COCO results with :func:`detections_to_coco`;
 * :func:`coco_evaluate` scores a list of COCO results against a ground-truth ``COCO``;
+* :func:`precision_recall` counts matches at one IoU threshold with COCOeval's matching, and
+  :func:`jsonl_to_coco` turns the video pipeline's JSON lines into COCO results (the demo's
+  self-score);
 * :func:`evaluate_model` is the PyTorch case: ``infer`` = the model (:func:`torch_infer`).
   An ONNX Runtime or TensorRT backend only needs its own ``infer``.
 
@@ -36,6 +39,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from maskrt.runtime.cli import renamed_option
 from maskrt.runtime.postprocess import masks_to_rle, paste_masks, scale_detections
 
 if TYPE_CHECKING:
@@ -274,6 +278,77 @@ def coco_evaluate(
     return metrics
 
 
+def precision_recall(
+    coco_gt: COCO,
+    results: Sequence[Mapping[str, Any]],
+    iou_type: str = "segm",
+    *,
+    iou: float = 0.5,
+    min_score: float = 0.0,
+) -> dict[str, float]:
+    """Precision and recall of the results scoring ``>= min_score`` at one IoU threshold.
+
+    The matching is COCOeval's own (``evaluate()`` with ``iouThrs = [iou]``, one area range
+    "all", no detection limit): per image and category, detections in descending score each take
+    the best still-unmatched ground truth with IoU ``>= iou``; crowd ground truth is ignored.
+    Returns ``{"precision", "recall", "tp", "detections", "ground_truth"}``; precision is 1.0 when
+    there is no detection and recall 1.0 when there is no ground truth (nothing was wrong).
+    """
+    if iou_type not in IOU_TYPES:
+        raise ValueError(f"iou_type: expected one of {IOU_TYPES}, got {iou_type!r}")
+    if not 0.0 < float(iou) <= 1.0:
+        raise ValueError(f"iou must be in (0, 1], got {iou!r}")
+    gt = _clone_gt(coco_gt)
+    kept = [r for r in results if float(r["score"]) >= min_score]
+    dt = _results_coco(gt, kept, iou_type)
+    evaluator = COCOeval(gt, dt, iouType=iou_type)
+    p = evaluator.params
+    p.iouThrs = np.array([float(iou)])
+    p.areaRng, p.areaRngLbl = [[0.0, 1e10]], ["all"]
+    p.maxDets = [max(1, len(kept))]
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator.evaluate()
+    tp = n_dt = n_gt = 0
+    for e in evaluator.evalImgs:
+        if e is None:
+            continue
+        keep_dt = ~np.asarray(e["dtIgnore"], bool).reshape(1, -1)[0]
+        matched = np.asarray(e["dtMatches"]).reshape(1, -1)[0] > 0
+        tp += int((matched & keep_dt).sum())
+        n_dt += int(keep_dt.sum())
+        n_gt += int((~np.asarray(e["gtIgnore"], bool)).sum())
+    return {"precision": tp / n_dt if n_dt else 1.0, "recall": tp / n_gt if n_gt else 1.0,
+            "tp": tp, "detections": n_dt, "ground_truth": n_gt}
+
+
+def jsonl_to_coco(records: Iterable[Mapping[str, Any]], coco_gt: COCO, names: Sequence[str],
+                  frame_to_image_id: Mapping[int, int]) -> list[dict[str, Any]]:
+    """COCO results entries of the video pipeline's JSON lines (``JsonlSink``: ``frame``,
+    ``boxes`` [x1, y1, x2, y2], ``scores``, ``classes``, ``masks`` RLE, original pixels).
+
+    ``names``: the model's class names (index = class id); a class maps to the ground truth's
+    category of the same name. ``frame_to_image_id``: frame index -> COCO image id.
+    """
+    by_name = {c["name"]: int(c["id"]) for c in coco_gt.dataset["categories"]}
+    missing = [n for n in names[1:] if n not in by_name]
+    if missing:
+        raise ValueError(f"model classes {missing} have no category of that name in the ground truth")
+    results: list[dict[str, Any]] = []
+    for rec in records:
+        frame = int(rec["frame"])
+        if frame not in frame_to_image_id:
+            raise ValueError(f"frame {frame} has no image in the ground truth")
+        masks = rec.get("masks") or [None] * len(rec["scores"])
+        for box, score, cls, rle in zip(rec["boxes"], rec["scores"], rec["classes"], masks, strict=True):
+            x1, y1, x2, y2 = (float(v) for v in box)
+            entry: dict[str, Any] = {"image_id": frame_to_image_id[frame], "category_id": by_name[names[int(cls)]],
+                                     "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(score)}
+            if rle is not None:
+                entry["segmentation"] = rle
+            results.append(entry)
+    return results
+
+
 # ---------------------------------------------------------------------------- inference loop
 def fit_to_input(image: np.ndarray, input_size: Sequence[int]) -> tuple[np.ndarray, tuple[float, float]]:
     """Shrink ``image`` (uint8 [h, w, 3]) to fit inside ``input_size`` (H, W), keeping its aspect.
@@ -423,7 +498,8 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     parser.add_argument("--ann", default=None, help="COCO annotation file (overrides --data/--split)")
     parser.add_argument("--images", default=None, help="image folder (overrides --data/--split)")
     parser.add_argument("--out", default=None, help="write the metrics as JSON to this file")
-    parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default 1)")
+    parser.add_argument("--batch", type=int, default=1, metavar="N", help="images per inference (default 1)")
+    renamed_option(parser, "--batch-size", "--batch N (images per inference)")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     parser.add_argument("--pad-to-input", action="store_true",
                         help="zero-pad images to the model input size, as the deployment graph sees them")
@@ -461,8 +537,8 @@ def run_eval(args: argparse.Namespace) -> int:
     from maskrt.train.model.checkpoint import load_checkpoint
 
     ann_file, image_dir = resolve_eval_data(args.data, args.split, args.ann, args.images)
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.batch < 1:
+        raise ValueError(f"--batch must be >= 1, got {args.batch}")
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
     dataset = CocoInstances(ann_file, image_dir)
@@ -476,7 +552,7 @@ def run_eval(args: argparse.Namespace) -> int:
               f"data {list(dataset.class_names[1:])}", file=sys.stderr)
 
     n_images = len(dataset) if args.limit is None else min(args.limit, len(dataset))
-    metrics = evaluate_model(model, dataset, batch_size=args.batch_size, progress=not args.no_progress,
+    metrics = evaluate_model(model, dataset, batch_size=args.batch, progress=not args.no_progress,
                              pad_to_input=args.pad_to_input, limit=args.limit, verbose=args.verbose)
     print(f"model : {cfg.name} ({cfg.backbone}, {cfg.num_classes} classes incl. background) from {args.checkpoint}")
     print(f"data  : {ann_file} ({n_images} of {len(dataset)} images)")

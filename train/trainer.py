@@ -57,6 +57,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from maskrt.runtime.cli import renamed_option
 from maskrt.runtime.config import JsonConfig, ModelConfig, preset
 
 from .data.coco import CocoInstances, collate
@@ -853,12 +854,14 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     the checkpoint) from defaults (taken from the checkpoint)."""
     d = TrainConfig()
     parser.add_argument("--config", default=None,
-                        help="model preset: r18-small, r50, mnv3 (default r18-small; on --resume the checkpoint's)")
+                        help="model preset: r18-small, r50, mnv3, mnv3-lite (default r18-small; on --resume the "
+                             "checkpoint's)")
     parser.add_argument("--data", default=None,
                         help="data folder as written by `maskrt data synth` (annotations/instances_train.json, train/)")
     parser.add_argument("--train-ann", default=None, help="COCO instances JSON (overrides --data)")
     parser.add_argument("--train-images", default=None, help="image folder of --train-ann (overrides --data)")
-    parser.add_argument("--out", required=True, help="output folder (metrics, plots, checkpoints)")
+    parser.add_argument("--out-dir", required=True, metavar="DIR", help="output folder (metrics, plots, checkpoints)")
+    renamed_option(parser, "--out", "--out-dir DIR (train writes a folder)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint_last.pt")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -906,12 +909,12 @@ def run_train(args: argparse.Namespace) -> int:
     raised (ValueError before training, TrainingDiverged during it) for the CLI to print."""
     given = any(getattr(args, k, None) is not None for k in _CONFIG_FLAGS)
     if args.resume:
-        saved_path = Path(args.out) / CHECKPOINT_LAST
+        saved_path = Path(args.out_dir) / CHECKPOINT_LAST
         saved = TrainConfig.from_json(read_checkpoint(saved_path)["train_config"]) if saved_path.is_file() else None
         cfg = train_config_from_args(args, saved) if (given and saved is not None) else None
     else:
         cfg = train_config_from_args(args)
-    result = train(cfg, args.out, data=args.data, train_ann=args.train_ann, train_images=args.train_images,
+    result = train(cfg, args.out_dir, data=args.data, train_ann=args.train_ann, train_images=args.train_images,
                    model_config=args.config, resume=args.resume, device=args.device,
                    progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) == 0:

@@ -1,6 +1,6 @@
 """The interface every inference backend shares, and the deployment contract it is checked against.
 
-A backend runs the deployment graph (DESIGN.md, "Contracts"):
+A backend runs the deployment graph (the contract of docs/architecture.md, "Contracts"):
 
 * input ``images``: uint8 ``[B, H, W, 3]`` BGR at the graph's fixed input size ``(H, W)`` (multiples
   of 32); the runtime letterboxes frames to that size (:mod:`maskrt.runtime.letterbox`), and cast
@@ -49,7 +49,8 @@ __all__ = [
 # ------------------------------------------------------------------------------ the contract
 INPUT_NAME = "images"
 INPUT_DTYPE = np.dtype(np.uint8)
-# Output order is the contract's (and the exporter's: maskrt.train.model.mask_rcnn.OUTPUT_NAMES).
+# Output order is the contract's. Their one definition: the model (maskrt.train.model.mask_rcnn) and,
+# through it, the exporter import them from here.
 OUTPUT_NAMES = ("num_detections", "boxes", "scores", "classes", "masks")
 OUTPUT_DTYPES: dict[str, np.dtype] = {
     "num_detections": np.dtype(np.int32),

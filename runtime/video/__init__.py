@@ -4,12 +4,16 @@
     from maskrt.runtime.video import JsonlSink, VideoFileSink, VideoPipeline, open_source
 
     with Predictor.open("model.onnx") as predictor:
-        stats = VideoPipeline(open_source("0"), predictor, [VideoFileSink("out.mp4"), JsonlSink("out.jsonl")]).run()
+        stats = VideoPipeline(open_source("0"), predictor, [VideoFileSink("out.mp4"), JsonlSink("out.jsonl")],
+                              tracker=Tracker()).run()              # maskrt.runtime.tracking.Tracker
+
+    Many streams through one batched inference stage: :class:`MultiStreamPipeline`.
 
 Imports numpy and OpenCV only (no torch, no onnx).
 """
 
-from .overlay import class_colour, draw_detections
+from .multistream import MultiStreamPipeline, MultiStreamStats, StreamStats
+from .overlay import class_colour, draw_detections, track_colour
 from .pipeline import STAGES, PipelineError, PipelineStats, StageStats, VideoPipeline
 from .sinks import (
     FrameResult,
@@ -47,6 +51,8 @@ __all__ = [
     "ImageFolderSink",
     "ImageFolderSource",
     "JsonlSink",
+    "MultiStreamPipeline",
+    "MultiStreamStats",
     "PerImageSink",
     "PipelineError",
     "PipelineStats",
@@ -58,6 +64,7 @@ __all__ = [
     "StageStats",
     "StreamInfo",
     "StreamSource",
+    "StreamStats",
     "VideoFileSink",
     "VideoFileSource",
     "VideoPipeline",
@@ -66,4 +73,5 @@ __all__ = [
     "draw_detections",
     "frame_record",
     "open_source",
+    "track_colour",
 ]

@@ -1,8 +1,9 @@
 """Annotated frames: masks alpha-blended in class colours, box outlines and ``name score`` labels.
 
 Masks and boxes are drawn by the native core (``maskrt.runtime.native_core``: ``paste_label_map``
-+ ``draw_overlay``, C++ that releases the GIL) when it is built, else by the numpy/OpenCV
-reference below, which follows the same rules exactly:
++ ``draw_overlay``, C++ that releases the GIL), or with ``native=False`` by the numpy/OpenCV
+reference below, which follows the same rules exactly (no silent fallback: without the core,
+``native=True`` raises ``NativeCoreUnavailableError``):
 
 * instances are taken in descending score order (stable); a pixel covered by several masks is
   blended once, with the colour of the highest-scoring one (the label-map rule);
@@ -12,7 +13,11 @@ reference below, which follows the same rules exactly:
 * a box covers columns ``floor(x1) .. max(ceil(x2) - 1, floor(x1))`` (rows likewise); its
   outline is the inner ``thickness`` pixels of that rectangle in solid colour, clipped to the
   image, drawn after the masks, lowest score first (the best one ends on top);
-* labels (``name 0.87`` on a filled tab above the box) are drawn last with cv2.putText.
+* labels (``name 0.87``, or ``name #7 0.87`` for a tracked instance, on a filled tab above the
+  box) are drawn last with cv2.putText;
+* colours: one per track id when the detections are tracked (``Detections.track_ids``; the same
+  id keeps its colour in every frame, :func:`track_colour`), else one per class
+  (:func:`class_colour`); a tracked frame's detections on no confirmed track (id -1) are grey.
 
 NOTE: the native paste computes in float64 and the reference (OpenCV) in float32, so the two can
 disagree on pixels whose probability lies within ~1e-6 of the threshold; everything else is
@@ -29,11 +34,13 @@ import numpy as np
 from maskrt.runtime.detections import Detections
 from maskrt.runtime.postprocess import paste_masks
 
-__all__ = ["class_colour", "draw_detections", "native_overlay_available"]
+__all__ = ["UNTRACKED_COLOUR", "class_colour", "draw_detections", "native_overlay_available", "track_colour"]
+
+UNTRACKED_COLOUR = (160, 160, 160)
 
 
 def native_overlay_available() -> bool:
-    """Whether the native core (``maskrt._core``) is built and used by :func:`draw_detections`."""
+    """Whether the native core (``maskrt._core``) is built (what :func:`draw_detections` needs by default)."""
     try:
         from maskrt.runtime import native_core
     except ImportError:
@@ -45,6 +52,17 @@ def class_colour(class_id: int) -> tuple[int, int, int]:
     """A distinct, stable BGR colour per class id (golden-ratio hue steps)."""
     h = (int(class_id) * 0.618033988749895) % 1.0
     r, g, b = colorsys.hsv_to_rgb(h, 0.85, 1.0)
+    return int(b * 255), int(g * 255), int(r * 255)
+
+
+def track_colour(track_id: int) -> tuple[int, int, int]:
+    """A stable BGR colour per track id (golden-ratio hue steps from another start than
+    :func:`class_colour`, two saturation levels so that ids far apart on the hue circle differ
+    more); :data:`UNTRACKED_COLOUR` for ids < 1."""
+    if int(track_id) < 1:
+        return UNTRACKED_COLOUR
+    h = (0.37 + int(track_id) * 0.618033988749895) % 1.0
+    r, g, b = colorsys.hsv_to_rgb(h, 0.95 if track_id % 2 else 0.6, 1.0)
     return int(b * 255), int(g * 255), int(r * 255)
 
 
@@ -116,14 +134,15 @@ def _labels(out: np.ndarray, boxes: np.ndarray, texts: list[str], colours: np.nd
 
 def draw_detections(image: np.ndarray, dets: Detections, *, alpha: float = 0.5, draw_boxes: bool = True,
                     draw_labels: bool = True, mask_threshold: float = 0.5, copy: bool = True,
-                    native: bool | None = None, threads: int = 1) -> np.ndarray:
+                    native: bool = True, threads: int = 1) -> np.ndarray:
     """Draws ``dets`` on ``image`` and returns the annotated image (rules in the module docstring).
 
     image: uint8 [H, W, 3] BGR with (H, W) == ``dets.image_size``; drawn on a copy unless
     ``copy=False`` (then in place: it must be C-contiguous and writeable). alpha: mask opacity in
-    [0, 1] (0: no masks). native: None = the native core when built, True = require it, False =
-    the numpy reference. threads: threads of the native calls (1 by default: in the video
-    pipeline the other stages and the inference library want the rest of the cores).
+    [0, 1] (0: no masks). native: True = the native core (``NativeCoreUnavailableError`` when it
+    is not built: no silent fallback), False = the numpy reference. threads: threads of the native
+    calls (1 by default: in the video pipeline the other stages and the inference library want the
+    rest of the cores).
     """
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
@@ -135,7 +154,7 @@ def draw_detections(image: np.ndarray, dets: Detections, *, alpha: float = 0.5, 
         raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
     if not (0.0 <= float(mask_threshold) < 1.0):
         raise ValueError(f"mask_threshold must be in [0, 1), got {mask_threshold!r}")
-    use_native = native_overlay_available() if native is None else bool(native)
+    use_native = bool(native)
     out = image.copy() if copy else image
     if not copy and (not out.flags.c_contiguous or not out.flags.writeable):
         raise ValueError("image must be C-contiguous and writeable to draw in place (or pass copy=True)")
@@ -144,7 +163,11 @@ def draw_detections(image: np.ndarray, dets: Detections, *, alpha: float = 0.5, 
     order = np.argsort(-dets.scores.astype(np.float64), kind="stable")  # descending score, ties in given order
     masks = np.ascontiguousarray(dets.masks[order], np.float32)
     boxes = np.ascontiguousarray(dets.boxes[order], np.float32)
-    colours = np.array([class_colour(int(c)) for c in dets.class_ids[order]], np.uint8).reshape(-1, 3)
+    tracked = dets.track_ids is not None
+    if tracked:
+        colours = np.array([track_colour(int(t)) for t in dets.track_ids[order]], np.uint8).reshape(-1, 3)
+    else:
+        colours = np.array([class_colour(int(c)) for c in dets.class_ids[order]], np.uint8).reshape(-1, 3)
     thick = max(1, round(min(h, w) / 320))
     if use_native:
         from maskrt.runtime import native_core
@@ -163,6 +186,11 @@ def draw_detections(image: np.ndarray, dets: Detections, *, alpha: float = 0.5, 
             _reference_boxes(out, boxes, colours, thick)
     if draw_labels:
         names = dets.class_names
-        texts = [f"{names[i]} {float(dets.scores[i]):.2f}" for i in order]
+        if tracked:
+            ids = dets.track_ids
+            texts = [f"{names[i]} #{int(ids[i])} {float(dets.scores[i]):.2f}" if ids[i] >= 1
+                     else f"{names[i]} {float(dets.scores[i]):.2f}" for i in order]
+        else:
+            texts = [f"{names[i]} {float(dets.scores[i]):.2f}" for i in order]
         _labels(out, boxes, texts, colours, thick)
     return out

@@ -9,7 +9,8 @@ Threads and queues
     capture      ``source.read()``; one frame at a time
     preprocess   ``predictor.prepare``: letterbox up to ``batch`` frames into a reused buffer
     infer        ``predictor.infer``: the backend
-    postprocess  ``predictor.finish`` (boxes to original coordinates), then what the sinks need:
+    postprocess  ``predictor.finish`` (boxes to original coordinates), the tracker (``track_ids``,
+                 when one is given), then what the sinks need:
                  the annotated frame (overlay) and/or the JSON record (mask paste + RLE)
     sink         every sink's ``write``, in source order
 
@@ -57,8 +58,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-
-from maskrt.runtime.detections import Detections
 
 from .sinks import FrameResult, OverlayOptions, Sink, StreamInfo
 from .sources import Frame, Source, SourceError, open_source
@@ -167,6 +166,7 @@ class PipelineStats:
     error: str | None = None
     error_stage: str | None = None
     leaked_threads: list[str] = field(default_factory=list)
+    tracks: dict[str, int] | None = None  # the tracker's counts (tentative, confirmed, lost, ids) or None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -180,7 +180,7 @@ class PipelineStats:
 
         return (f"{self.recent_fps:5.1f} fps | in {self.frames_in} out {self.frames_out} drop {self.drops} | ms: "
                 f"cap {ms('capture')} pre {ms('preprocess')} inf {ms('infer')} post {ms('postprocess')} "
-                f"sink {ms('sink')} e2e {ms(END_TO_END)}")
+                f"sink {ms('sink')} e2e {ms(END_TO_END)}" + (f" | {tracks_text(self.tracks)}" if self.tracks else ""))
 
     def table(self) -> str:
         """The final summary: a table of per-stage ms per frame and one line of totals."""
@@ -198,10 +198,24 @@ class PipelineStats:
                 + (f", {self.discarded} discarded" if self.discarded else "")
                 + f"; {self.elapsed_s:.2f} s, {self.fps:.1f} FPS")
         rows.append(tail)
+        if self.tracks is not None:
+            rows.append(f"tracks: {tracks_text(self.tracks)}")
         why = self.error and f"error in {self.error_stage}: {self.error}" or self.end_reason
         if why:
             rows.append(f"ended: {why}")
         return "\n".join(rows)
+
+
+def tracks_text(counts: dict[str, int] | None) -> str:
+    """``'3 tracked, 1 lost, 7 ids'`` from a tracker's ``counts()`` (``'-'`` for None)."""
+    if not counts:
+        return "-"
+    return f"{counts.get('confirmed', 0)} tracked, {counts.get('lost', 0)} lost, {counts.get('ids', 0)} ids"
+
+
+def tracker_counts(tracker: Any) -> dict[str, int] | None:
+    counts = getattr(tracker, "counts", None)
+    return dict(counts()) if callable(counts) else None
 
 
 # ====================================================================== queues
@@ -296,7 +310,127 @@ class _Inferred:
 
 
 # ====================================================================== the pipeline
-class VideoPipeline:
+def _positive_int(name: str, v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise ValueError(f"{name} must be a positive int, got {v!r}")
+    return int(v)
+
+
+def _check_tracker(tracker: Any) -> Any:
+    if tracker is not None and not callable(getattr(tracker, "track", None)):
+        raise ValueError(f"tracker must have track(detections, frame_index), got {type(tracker).__name__}")
+    return tracker
+
+
+class _Runner:
+    """What both pipelines share: stop / fail / the stage wrapper and the main-thread supervisor
+    (status callbacks, Ctrl-C, stop timeout, abort timeout). A subclass sets ``_lock``, ``_stop``,
+    ``_abort``, ``_t_stop``, ``_interrupted``, ``_error``, ``_threads``, ``_leaked``,
+    ``join_timeout_s``, ``poll_s`` and implements ``_interrupt_sources`` and ``stats``."""
+
+    def _interrupt_sources(self) -> None:
+        raise NotImplementedError
+
+    def stats(self) -> Any:
+        raise NotImplementedError
+
+    def _configure(self, predictor: Any, *, batch: int, queue_size: int, max_frames: int | None, min_score: float,
+                   overlay_alpha: float, draw_boxes: bool, draw_labels: bool, mask_threshold: float,
+                   join_timeout_s: float, poll_s: float) -> None:
+        """Validates and sets the arguments both pipelines take (one ValueError per bad one)."""
+        for attr in ("prepare", "infer", "finish"):
+            if not callable(getattr(predictor, attr, None)):
+                raise ValueError(f"predictor must have prepare/infer/finish (a maskrt Predictor), got "
+                                 f"{type(predictor).__name__} without {attr}()")
+        try:
+            in_h, in_w = (int(v) for v in predictor.input_size)
+        except (AttributeError, TypeError, ValueError):
+            raise ValueError(f"predictor.input_size must be (H, W), got "
+                             f"{getattr(predictor, 'input_size', None)!r}") from None
+        self._input_size = (in_h, in_w)
+        self.predictor = predictor
+        self.batch = _positive_int("batch", batch)
+        backend = getattr(predictor, "backend", None)
+        self._min_batch = int(getattr(backend, "min_batch", 1) or 1)
+        max_batch = getattr(backend, "max_batch", None)
+        if max_batch is not None and self.batch > max_batch:
+            raise ValueError(f"batch={self.batch} but the model takes at most {max_batch} frames per inference")
+        self.queue_size = _positive_int("queue_size", queue_size)
+        self.max_frames = None if max_frames is None else _positive_int("max_frames", max_frames)
+        if not (0.0 <= float(min_score) <= 1.0):
+            raise ValueError(f"min_score must be in [0, 1], got {min_score!r}")
+        self.min_score = float(min_score)
+        if not (0.0 <= float(overlay_alpha) <= 1.0):
+            raise ValueError(f"overlay_alpha must be in [0, 1], got {overlay_alpha!r}")
+        if not (0.0 <= float(mask_threshold) < 1.0):
+            raise ValueError(f"mask_threshold must be in [0, 1), got {mask_threshold!r}")
+        self.options = OverlayOptions(float(overlay_alpha), bool(draw_boxes), bool(draw_labels), float(mask_threshold))
+        if not (join_timeout_s > 0 and poll_s > 0):
+            raise ValueError("join_timeout_s and poll_s must be positive")
+        self.join_timeout_s, self.poll_s = float(join_timeout_s), float(poll_s)
+
+    def stop(self) -> None:
+        """Thread-safe: read no more frames, finish the ones already read, then end. ``run``
+        returns normally (``stats.stopped``)."""
+        with self._lock:
+            if not self._stop.is_set():
+                self._t_stop = time.perf_counter()
+                self._stop.set()
+        self._interrupt_sources()
+
+    def _fail(self, stage: str, error: BaseException) -> None:
+        with self._lock:
+            if self._error is None:
+                self._error = (stage, error)
+        self._abort.set()
+        self._interrupt_sources()
+
+    def _stage(self, name: str, body: Callable[[], None]) -> None:
+        try:
+            body()
+        except _Aborted:
+            pass
+        except BaseException as e:  # recorded with the stage name, re-raised by run()
+            self._fail(name, e)
+
+    def _supervise(self, status: Callable[[Any], None] | None, interval: float) -> None:
+        """Main-thread loop: status callbacks, Ctrl-C, stop timeout."""
+        next_status = time.perf_counter() + interval
+        t_abort: float | None = None
+        while True:
+            try:
+                alive = [t for t in self._threads if t.is_alive()]
+                if not alive:
+                    return
+                alive[-1].join(self.poll_s)
+                now = time.perf_counter()
+                if status is not None and now >= next_status and self._error is None:
+                    next_status = now + interval
+                    try:
+                        status(self.stats())
+                    except KeyboardInterrupt:
+                        raise
+                    except Exception as e:
+                        self._fail("status", e)
+                if self._t_stop is not None and not self._abort.is_set() and now - self._t_stop > self.join_timeout_s:
+                    log.warning("stop did not finish within %.1f s; aborting", self.join_timeout_s)
+                    self._abort.set()
+                if self._abort.is_set():
+                    t_abort = t_abort or now
+                    if now - t_abort > self.join_timeout_s:
+                        self._leaked = [t.name for t in self._threads if t.is_alive()]
+                        log.warning("threads still running after abort (left behind as daemons): %s", self._leaked)
+                        return
+            except KeyboardInterrupt:
+                if not self._stop.is_set():
+                    self._interrupted = True
+                    self.stop()
+                else:  # NOTE: a second Ctrl-C: stop waiting for in-flight frames
+                    self._abort.set()
+                    self._interrupt_sources()
+
+
+class VideoPipeline(_Runner):
     """Runs a :class:`Predictor` over a :class:`Source` into :class:`Sink` s (module docstring).
 
     Args:
@@ -315,53 +449,25 @@ class VideoPipeline:
             (mask_threshold also binarises the RLE masks of JSON records).
         join_timeout_s: how long a stop may take before the pipeline aborts, and how long an
             aborting thread is waited for before it is reported as leaked.
+        tracker: None (no tracking) or a tracker (``maskrt.runtime.tracking.Tracker``: anything
+            with ``track(detections, frame_index) -> Detections``) that gives every frame's
+            detections their ``track_ids``; run in frame order in the postprocess thread.
     """
 
     def __init__(self, source: Source | str | int, predictor: Any, sinks: Sequence[Sink] = (), *, batch: int = 1,
                  queue_size: int = 4, max_frames: int | None = None, min_score: float = 0.0, overlay_alpha: float = 0.5,
                  draw_boxes: bool = True, draw_labels: bool = True, mask_threshold: float = 0.5,
-                 join_timeout_s: float = 10.0, poll_s: float = 0.05) -> None:
-        def positive_int(name: str, v: Any) -> int:
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
-            return int(v)
-
+                 join_timeout_s: float = 10.0, poll_s: float = 0.05, tracker: Any | None = None) -> None:
         self.source = open_source(source)
-        for attr in ("prepare", "infer", "finish"):
-            if not callable(getattr(predictor, attr, None)):
-                raise ValueError(f"predictor must have prepare/infer/finish (a maskrt Predictor), got "
-                                 f"{type(predictor).__name__} without {attr}()")
-        try:
-            in_h, in_w = (int(v) for v in predictor.input_size)
-        except (AttributeError, TypeError, ValueError):
-            raise ValueError(f"predictor.input_size must be (H, W), got "
-                             f"{getattr(predictor, 'input_size', None)!r}") from None
-        self._input_size = (in_h, in_w)
-        self.predictor = predictor
+        self._configure(predictor, batch=batch, queue_size=queue_size, max_frames=max_frames, min_score=min_score,
+                        overlay_alpha=overlay_alpha, draw_boxes=draw_boxes, draw_labels=draw_labels,
+                        mask_threshold=mask_threshold, join_timeout_s=join_timeout_s, poll_s=poll_s)
         self.sinks = list(sinks)
         for s in self.sinks:
             if not isinstance(s, Sink):
                 raise ValueError(f"sinks must be Sink instances, got {type(s).__name__}")
-        self.batch = positive_int("batch", batch)
-        backend = getattr(predictor, "backend", None)
-        self._min_batch = int(getattr(backend, "min_batch", 1) or 1)
-        max_batch = getattr(backend, "max_batch", None)
-        if max_batch is not None and self.batch > max_batch:
-            raise ValueError(f"batch={self.batch} but the model takes at most {max_batch} frames per inference")
-        self.queue_size = positive_int("queue_size", queue_size)
-        self.max_frames = None if max_frames is None else positive_int("max_frames", max_frames)
-        if not (0.0 <= float(min_score) <= 1.0):
-            raise ValueError(f"min_score must be in [0, 1], got {min_score!r}")
-        self.min_score = float(min_score)
-        if not (0.0 <= float(overlay_alpha) <= 1.0):
-            raise ValueError(f"overlay_alpha must be in [0, 1], got {overlay_alpha!r}")
-        if not (0.0 <= float(mask_threshold) < 1.0):
-            raise ValueError(f"mask_threshold must be in [0, 1), got {mask_threshold!r}")
-        self.options = OverlayOptions(float(overlay_alpha), bool(draw_boxes), bool(draw_labels), float(mask_threshold))
-        if not (join_timeout_s > 0 and poll_s > 0):
-            raise ValueError("join_timeout_s and poll_s must be positive")
-        self.join_timeout_s, self.poll_s = float(join_timeout_s), float(poll_s)
         self._needs = frozenset().union(*(s.needs for s in self.sinks))
+        self.tracker = _check_tracker(tracker)
 
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -385,20 +491,7 @@ class VideoPipeline:
     def live(self) -> bool:
         return bool(self.source.live)
 
-    def stop(self) -> None:
-        """Thread-safe: read no more frames, finish the ones already read, then end. ``run``
-        returns normally (``stats.stopped``)."""
-        with self._lock:
-            if not self._stop.is_set():
-                self._t_stop = time.perf_counter()
-                self._stop.set()
-        self.source.interrupt()
-
-    def _fail(self, stage: str, error: BaseException) -> None:
-        with self._lock:
-            if self._error is None:
-                self._error = (stage, error)
-        self._abort.set()
+    def _interrupt_sources(self) -> None:
         self.source.interrupt()
 
     def stats(self) -> PipelineStats:
@@ -416,7 +509,8 @@ class VideoPipeline:
             recent_fps=recent, stages={k: t.summary() for k, t in self._timers.items()}, running=self._running,
             end_reason=self._end_reason, source_failed=self._source_failed, stopped=self._stop.is_set(),
             interrupted=self._interrupted, error=None if err is None else f"{type(err[1]).__name__}: {err[1]}",
-            error_stage=None if err is None else err[0], leaked_threads=list(self._leaked))
+            error_stage=None if err is None else err[0], leaked_threads=list(self._leaked),
+            tracks=tracker_counts(self.tracker))
 
     # ---------------------------------------------------------------- run
     def run(self, status: Callable[[PipelineStats], None] | None = None, status_interval_s: float = 0.5
@@ -479,42 +573,6 @@ class VideoPipeline:
             raise PipelineError(stage, err, final) from err
         return final
 
-    def _supervise(self, status: Callable[[PipelineStats], None] | None, interval: float) -> None:
-        """Main-thread loop: status callbacks, Ctrl-C, stop timeout."""
-        next_status = time.perf_counter() + interval
-        t_abort: float | None = None
-        while True:
-            try:
-                alive = [t for t in self._threads if t.is_alive()]
-                if not alive:
-                    return
-                alive[-1].join(self.poll_s)
-                now = time.perf_counter()
-                if status is not None and now >= next_status and self._error is None:
-                    next_status = now + interval
-                    try:
-                        status(self.stats())
-                    except KeyboardInterrupt:
-                        raise
-                    except Exception as e:
-                        self._fail("status", e)
-                if self._t_stop is not None and not self._abort.is_set() and now - self._t_stop > self.join_timeout_s:
-                    log.warning("stop did not finish within %.1f s; aborting", self.join_timeout_s)
-                    self._abort.set()
-                if self._abort.is_set():
-                    t_abort = t_abort or now
-                    if now - t_abort > self.join_timeout_s:
-                        self._leaked = [t.name for t in self._threads if t.is_alive()]
-                        log.warning("threads still running after abort (left behind as daemons): %s", self._leaked)
-                        return
-            except KeyboardInterrupt:
-                if not self._stop.is_set():
-                    self._interrupted = True
-                    self.stop()
-                else:  # NOTE: a second Ctrl-C: stop waiting for in-flight frames
-                    self._abort.set()
-                    self.source.interrupt()
-
     def _shutdown(self) -> None:
         if not self._leaked and any(t.is_alive() for t in self._threads):
             # _supervise left early (an unexpected exception in this thread): abort and wait a bounded time.
@@ -545,14 +603,6 @@ class VideoPipeline:
         self._leaked = [t.name for t in self._threads if t.is_alive()]
 
     # ---------------------------------------------------------------- stages
-    def _stage(self, name: str, body: Callable[[], None]) -> None:
-        try:
-            body()
-        except _Aborted:
-            pass
-        except BaseException as e:  # recorded with the stage name, re-raised by run()
-            self._fail(name, e)
-
     def _capture(self) -> None:
         src, out, timer = self.source, self._ch_capture, self._timers["capture"]
         while True:
@@ -641,9 +691,11 @@ class VideoPipeline:
             for frame, d in zip(item.frames, dets, strict=True):
                 t1 = time.perf_counter()
                 if self.min_score > 0 and len(d):
-                    keep = d.scores >= self.min_score
-                    d = Detections(d.boxes[keep], d.scores[keep], d.class_ids[keep], d.masks[keep], d.image_size,
-                                   d.names)
+                    d = d.select(d.scores >= self.min_score)
+                if self.tracker is not None:
+                    # NOTE: frame.index counts a live source's dropped frames too: the motion model
+                    # predicts over the gap
+                    d = self.tracker.track(d, frame.index)
                 result = FrameResult(frame, d, self.options)
                 if overlay:
                     result.overlay()

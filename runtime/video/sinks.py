@@ -54,36 +54,31 @@ class OverlayOptions:
     mask_threshold: float = 0.5
 
 
-def _native_core():
-    """``maskrt.runtime.native_core`` when the compiled core is built, else None."""
-    try:
-        from maskrt.runtime import native_core
-    except ImportError:
-        return None
-    return native_core if getattr(native_core, "NATIVE_AVAILABLE", False) else None
-
-
-def frame_record(frame: Frame, dets: Detections, mask_threshold: float = 0.5, with_masks: bool = True) -> dict:
+def frame_record(frame: Frame, dets: Detections, mask_threshold: float = 0.5, with_masks: bool = True, *,
+                 native: bool = True) -> dict:
     """The JSON record of one frame: ``frame`` (index), ``timestamp``, ``file`` (image folders),
     then what :meth:`Detections.to_json` gives: ``image_size`` [H, W], ``boxes`` [[x1, y1, x2, y2]]
     in original pixels, ``scores``, ``classes``, ``names``, ``masks`` (COCO compressed RLE of the
     full-resolution bitmaps, ``counts`` as an ASCII string: ``pycocotools.mask.decode`` reads it
     after ``counts.encode()``).
 
-    NOTE: the RLE comes from the native core's ``paste_to_rle`` when it is built (the same
-    bitmaps as ``Detections.bitmaps()`` up to probabilities within ~1e-6 of the threshold, the
-    same RLE as pycocotools; ~50x faster at 1080p, and it needs no pycocotools, which only the
-    [train] extra installs), else from ``Detections.to_json`` (pycocotools).
+    NOTE: the RLE comes from the native core's ``paste_to_rle`` (the same bitmaps as
+    ``Detections.bitmaps()`` up to probabilities within ~1e-6 of the threshold, the same RLE as
+    pycocotools; ~50x faster at 1080p, and it needs no pycocotools, which only the [train] extra
+    installs); without the core it raises ``NativeCoreUnavailableError``. ``native=False`` asks
+    for ``Detections.to_json`` (pycocotools) instead.
     """
     rec: dict[str, Any] = {"frame": int(frame.index),
                            "timestamp": None if frame.timestamp is None else round(float(frame.timestamp), 6)}
     if frame.name is not None:
         rec["file"] = frame.name
-    native = _native_core() if with_masks else None
-    rec.update(dets.to_json(threshold=mask_threshold, with_masks=with_masks and native is None))
-    if native is not None:
-        rles = native.paste_to_rle(dets.masks, dets.boxes, dets.image_size, mask_threshold, threads=1) if len(dets) \
-            else []
+    native = bool(native) and with_masks
+    rec.update(dets.to_json(threshold=mask_threshold, with_masks=with_masks and not native))
+    if native:
+        from maskrt.runtime import native_core
+
+        rles = native_core.paste_to_rle(dets.masks, dets.boxes, dets.image_size, mask_threshold, threads=1) \
+            if len(dets) else []
         rec["masks"] = [{"size": [int(v) for v in r["size"]], "counts": r["counts"].decode("ascii")} for r in rles]
     return rec
 

@@ -40,6 +40,8 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
+from maskrt.runtime.cli import renamed_option
+
 # Non-contiguous on purpose (see module docstring).
 CATEGORIES: tuple[tuple[int, str], ...] = (
     (1, "circle"),
@@ -419,7 +421,8 @@ def format_summary(summary: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------- CLI hooks
 def add_synth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the ``maskrt data synth`` options to ``parser`` (returned for chaining)."""
-    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--out-dir", required=True, metavar="DIR", help="output folder")
+    renamed_option(parser, "--out", "--out-dir DIR (data synth writes a folder)")
     parser.add_argument("--train", type=int, default=200, help="training images (default 200)")
     parser.add_argument("--val", type=int, default=50, help="validation images (default 50)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -438,7 +441,7 @@ def run_synth(args: argparse.Namespace) -> int:
     """Run ``maskrt data synth`` from parsed arguments; returns the process exit code."""
     try:
         summary = generate(
-            args.out,
+            args.out_dir,
             args.train,
             args.val,
             seed=args.seed,

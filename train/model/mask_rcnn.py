@@ -6,7 +6,7 @@ normalisation happen inside the model; images are zero-padded (after normalisati
 common size divisible by 32. The model does not resize: the runtime letterboxes and the data
 pipeline resizes.
 
-Output in eval mode: the deployment contract of DESIGN.md, fixed size with a count
+Output in eval mode: the deployment contract (docs/architecture.md, "Contracts"), fixed size with a count
 (``num_detections`` int32 [B], ``boxes`` float32 [B, K, 4], ``scores`` float32 [B, K],
 ``classes`` int32 [B, K], ``masks`` float32 [B, K, M, M]); rows at or past the count are zero.
 Output in training mode: a dict of the five losses.
@@ -17,13 +17,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from maskrt.runtime.backends.base import OUTPUT_NAMES  # the contract's output names: one definition
 from maskrt.runtime.config import SIZE_DIVISIBLE, ModelConfig
 
 from .backbone import build_backbone, set_frozen_bn_eps
 from .roi_heads import RoIHeads
 from .rpn import RegionProposalNetwork
 
-OUTPUT_NAMES = ("num_detections", "boxes", "scores", "classes", "masks")
+__all__ = ["LOSS_NAMES", "OUTPUT_NAMES", "MaskRCNN", "validate_images"]
+
 LOSS_NAMES = ("loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "loss_mask")
 
 

@@ -24,9 +24,9 @@ def assign_fpn_levels(boxes: Tensor) -> Tensor:
 
     NOTE: level = floor(4 + log2(sqrt(area) / 224) + 1e-6), clamped to [2, 5], with
     area = (x2 - x1) * (y2 - y1) (no +1) and the arithmetic in the boxes' dtype. The eps is added
-    after log2, as torchvision's LevelMapper does (the brief's formula places it inside; the two
-    agree at the exact boundaries sqrt(area) = 112, 224, 448 and we follow torchvision so its
-    checkpoints give the same detections).
+    after log2, as torchvision's LevelMapper does (the other reading, log2(sqrt(area) / 224 + eps),
+    puts it inside; the two agree at the exact boundaries sqrt(area) = 112, 224, 448 and we follow
+    torchvision so its checkpoints give the same detections).
     """
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     s = torch.sqrt(area)
