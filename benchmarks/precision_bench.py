@@ -77,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="default: the embedded checkpoint (320x320); r50: R50-FPN 800x1344, random weights (seed 0)")
     p.add_argument("--calib", required=True, metavar="DIR", help="calibration images for int8")
     p.add_argument("--calib-images", type=int, default=64)
+    p.add_argument("--calib-method", default="percentile", choices=("percentile", "minmax", "entropy"))
+    p.add_argument("--reuse", action="store_true", help="reuse graphs already exported into --work")
     p.add_argument("--data", default=None, help="COCO-format root for AP (annotations/instances_val.json + val/)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=7)
@@ -102,9 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     paths, export_s = {}, {}
     for prec in PRECISIONS:
         t = time.perf_counter()
-        kw = {"calib_dir": args.calib, "calib_images": args.calib_images} if prec == "int8" else {}
+        if args.reuse and (work / f"{args.model}_{prec}.onnx").is_file():
+            paths[prec], export_s[prec] = work / f"{args.model}_{prec}.onnx", None
+            continue
+        kw = ({"calib_dir": args.calib, "calib_images": args.calib_images, "calib_method": args.calib_method}
+              if prec == "int8" else {})
         paths[prec] = export_model(model, work / f"{args.model}_{prec}.onnx", "ort", precision=prec,
-                                   progress=lambda m, prec=prec: print(f"[{prec}] {m}", flush=True), **kw).path
+                                   progress=lambda m, p=prec: print(f"[{p}] {m}", flush=True), **kw).path
         export_s[prec] = time.perf_counter() - t
     del model
 
@@ -151,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
            "batch": 1, "onnxruntime": onnxruntime.__version__, "cpu": platform.processor() or platform.machine(),
            "note": "shared machine (other sessions and a training run on the same 2 cores)",
            "calibration": {"dir": str(args.calib), "images": args.calib_images, "library": "onnxruntime.quantization",
-                           "method": "minmax"},
+                           "method": args.calib_method},
            "export_seconds": export_s, "latency": latency, "agreement_with_fp32": agree, "coco": ap,
            "graph_bytes": {k: Path(v).stat().st_size for k, v in paths.items()}}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
