@@ -40,6 +40,12 @@ RUNS: dict[str, tuple[str, list[str]]] = {
                   ["-m", "maskrt.benchmarks.bench_roi_align", "--out", str(RESULTS / "roi_align_cpu.json")]),
     "postprocess": ("native letterbox + paste + RLE vs the numpy/OpenCV references",
                     ["-m", "maskrt.benchmarks.bench_postprocess", "--out", str(RESULTS / "postprocess_cpu.json")]),
+    "tracker": ("the tracker's cost per frame at 10 / 50 / 100 instances, and the greedy baseline's",
+                ["-m", "maskrt.benchmarks.tracker_cost", "--out", str(RESULTS / "tracker_cost.json")]),
+    "tracking": ("MOTA / IDF1 / ID switches on generated clips vs the greedy baseline; 1/2/4 streams batched vs "
+                 "separate pipelines (the embedded model, exported to out/bench_tracking/default.onnx)",
+                 ["-m", "maskrt.benchmarks.bench_tracking", "--model", "default", "--work-dir", "out/bench_tracking",
+                  "--out-dir", str(RESULTS)]),
     "soak": ("10,000 frames through the video pipeline: memory, threads, file descriptors, nothing lost",
              ["-m", "maskrt.benchmarks.soak", "--frames", "10000", "--out", str(RESULTS / "soak_10k.json")]),
 }
