@@ -349,14 +349,17 @@ def _run_streams(args: argparse.Namespace, specs: list[str], track, console: _Co
         MultiStreamPipeline,
         PipelineError,
         VideoFileSink,
-        WindowSink,
         open_source,
     )
 
     n = len(specs)
+    if args.show:
+        # NOTE: each stream's sinks run in that stream's own thread; HighGUI windows driven from
+        # several threads at once are not safe (GTK/Qt), so refuse rather than crash.
+        raise ValueError("--show takes one source; with several, write --save / --out-dir per stream instead")
     sinks: list[list] = []
     outputs: list[list[str]] = []
-    for i, spec in enumerate(specs):
+    for i in range(n):
         group, wrote = [], []
         if args.jsonl:
             group.append(JsonlSink(per_stream_path(args.jsonl, i, n)))
@@ -368,12 +371,10 @@ def _run_streams(args: argparse.Namespace, specs: list[str], track, console: _Co
             folder = str(Path(args.out_dir) / f"stream_{i}")
             group.append(ImageFolderSink(folder))
             wrote.append(f"images {folder}")
-        if args.show:
-            group.append(WindowSink(f"maskrt [{i}]: {spec}"))
         sinks.append(group)
         outputs.append(wrote)
     if not any(sinks):
-        console.message("no output chosen (--jsonl, --save, --out-dir, --show): measuring only")
+        console.message("no output chosen (--jsonl, --save, --out-dir): measuring only")
     sources = [open_source(spec, realtime=args.realtime, on_event=console.message,
                            max_attempts=args.reconnect_attempts, max_reconnect_s=args.reconnect_timeout)
                for spec in specs]
