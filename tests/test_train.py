@@ -224,6 +224,19 @@ def test_resume_refuses_a_different_config(reference_run, data_dir):
     assert _sha(out / CHECKPOINT_LAST) == before
 
 
+def test_resume_accepts_a_renamed_config(reference_run, data_dir, tmp_path):
+    # A preset renamed after the run started (only ModelConfig.name differs) still resumes; the
+    # checkpoint keeps its name. The run is complete, so nothing is trained.
+    cfg, ref_out, _ = reference_run
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / CHECKPOINT_LAST).write_bytes((ref_out / CHECKPOINT_LAST).read_bytes())
+    result = train(cfg, out, data=data_dir, model_config=MODEL.replace(name="renamed_preset"), resume=True,
+                   progress=False)
+    assert result.iteration == 30
+    assert read_checkpoint(out / CHECKPOINT_LAST)["config"].name == MODEL.name
+
+
 def test_two_process_ddp_under_torchrun(data_dir, tmp_path):
     out = tmp_path / "ddp"
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
