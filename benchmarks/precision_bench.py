@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calib", required=True, metavar="DIR", help="calibration images for int8")
     p.add_argument("--calib-images", type=int, default=64)
     p.add_argument("--calib-method", default="percentile", choices=("percentile", "minmax", "entropy"))
-    p.add_argument("--reuse", action="store_true", help="reuse graphs already exported into --work")
+    p.add_argument("--reuse", action="store_true", help="reuse graphs already exported into --work-dir")
     p.add_argument("--data", default=None, help="COCO-format root for AP (annotations/instances_val.json + val/)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=7)

@@ -280,7 +280,7 @@ def test_fp16_at_800x1344_matches_fp32(default_model, tmp_path):
     asserted here (docs/results.md)."""
     import copy
 
-    from maskrt.export.precision_bench import _iou, agreement
+    from maskrt.benchmarks.precision_bench import _iou, agreement
 
     cfg = default_model.cfg.replace(input_size=(800, 1344))
     model = copy.deepcopy(default_model)
