@@ -54,6 +54,16 @@ RUNS: dict[str, tuple[str, list[list[str]], dict[str, str]]] = {
                  [["-m", "maskrt", "export", "--out", f"{WORK}/default.onnx", "--no-check"],
                   ["-m", "maskrt.benchmarks.bench_tracking", "--model", f"{WORK}/default.onnx",
                    "--work-dir", f"{WORK}/bench_tracking", "--out-dir", str(RESULTS)]], {}),
+    "precision": ("fp32 / fp16 / int8 graphs on ONNX Runtime CPU: latency, COCO AP (default model on the synthetic "
+                  "val split), agreement with fp32 (default model and R50-FPN)",
+                  [["-m", "maskrt", "data", "synth", "--out-dir", f"{WORK}/synth3k", "--train", "3000", "--val", "100",
+                    "--seed", "0", "--no-progress"],
+                   ["-m", "maskrt.benchmarks.precision_bench", "--model", "default", "--calib", f"{WORK}/synth3k/train",
+                    "--calib-images", "64", "--data", f"{WORK}/synth3k", "--work-dir", f"{WORK}/precision",
+                    "--out", str(RESULTS / "precision_default_320x320.json")],
+                   ["-m", "maskrt.benchmarks.precision_bench", "--model", "r50", "--calib", f"{WORK}/synth3k/train",
+                    "--calib-images", "8", "--rounds", "5", "--images", "2", "--work-dir", f"{WORK}/precision",
+                    "--out", str(RESULTS / "precision_r50_800x1344.json")]], {}),
     "serving": ("maskrt serve (Triton, Python backend + ONNX Runtime) vs in-process ONNX Runtime, 1/2/4 clients",
                 [["-m", "maskrt.benchmarks.bench_serving", "--requests", "16",
                   "--out", str(RESULTS / "serving_cpu.json")]], {}),
@@ -66,6 +76,7 @@ PRODUCES: dict[str, tuple[str, ...]] = {
     "roi_align": ("roi_align_cpu.json",), "postprocess": ("postprocess_cpu.json",), "soak": ("soak_10k.json",),
     "tracker_cost": ("tracker_cost.json",), "tracking": ("tracking_mot.json", "streams.json"),
     "serving": ("serving_cpu.json",),
+    "precision": ("precision_default_320x320.json", "precision_r50_800x1344.json"),
 }
 
 
