@@ -14,8 +14,10 @@
 
 Scripts (``python -m maskrt.benchmarks.<name>``): ``bench_nms``, ``bench_roi_align`` (the plugins'
 CPU twins vs ONNX Runtime), ``bench_postprocess`` (native vs numpy/OpenCV pre/post-processing),
-``soak`` (a long video-pipeline run), ``timing`` (their timing loop) and ``reproduce``: the one
-command that regenerates every committed result in ``benchmarks/results/`` (docs/results.md).
+``soak`` (a long video-pipeline run), ``precision_bench`` (fp32 / fp16 / int8 graphs),
+``tracker_cost``, ``bench_tracking`` (MOT metrics, streams), ``bench_serving`` (Triton),
+``anchor_coverage``, ``timing`` (their timing loop) and ``reproduce``: the one command that
+regenerates every committed result in ``benchmarks/results/`` (docs/results.md).
 
 This package may import ``maskrt.train`` and ``maskrt.export`` (a checkpoint is exported before it
 is measured); ``maskrt.runtime`` imports nothing from here. Importing the package or

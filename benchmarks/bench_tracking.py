@@ -1,6 +1,6 @@
 """Tracking on generated clips with true identities, and many streams through one pipeline.
 
-    python benchmarks/bench_tracking.py --model m.onnx --out-dir benchmarks/results
+    python -m maskrt.benchmarks.bench_tracking --out-dir benchmarks/results      # --model m.onnx: another model
 
 1. **MOT** (``tracking_mot.json``): ``--clips`` generated clips of each ``--kinds``
    (train/data/clips.py; "moving": occlusion, crossing, exit and re-entry, wanderers; "pan": a
@@ -105,7 +105,8 @@ def main() -> None:
     from maskrt.train.data.clips import write_clip
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", required=True)
+    ap.add_argument("--model", default="default",
+                    help="an ONNX model, or 'default': the embedded checkpoint exported to <work-dir>/default.onnx")
     ap.add_argument("--clips", type=int, default=3, help="clips per kind")
     ap.add_argument("--kinds", nargs="+", choices=("moving", "pan"), default=["moving", "pan"],
                     help="clip kinds (moving: scripted occlusion/crossing/re-entry + wanderers; pan: a panning "
@@ -121,6 +122,14 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
+    if args.model == "default":
+        args.model = str(work / "default.onnx")
+        if not Path(args.model).is_file():
+            from maskrt import DEFAULT_CHECKPOINT
+            from maskrt.export.onnx_export import export_model
+            from maskrt.train.model.checkpoint import load_checkpoint
+
+            export_model(load_checkpoint(DEFAULT_CHECKPOINT)[0], args.model, "ort")
     machine = {"cpu_count": os.cpu_count(), "python": platform.python_version(), "threads": args.threads,
                "note": "shared 2-core CPU machine (other jobs running): compare ratios within one run"}
     if args.skip != "mot":

@@ -19,7 +19,8 @@ import platform
 from pathlib import Path
 
 import numpy as np
-from timing import timeit
+
+from maskrt.benchmarks.timing import timeit
 
 
 def scene(n: int, frames: int, seed: int = 0) -> list[tuple]:

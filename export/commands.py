@@ -62,6 +62,8 @@ def add_export_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="int8: folder of calibration images (letterboxed like the runtime does)")
     p.add_argument("--calib-images", type=int, metavar="N", default=None,
                    help="int8: calibrate on at most the first N images (default 64)")
+    p.add_argument("--calib-method", choices=("percentile", "minmax", "entropy"), default=None,
+                   help="int8: onnxruntime.quantization calibration method (default percentile, 99.999 %%)")
     p.add_argument("--batch", type=int, default=1, metavar="N",
                    help="frames per inference of the check run after export (the graph's batch is dynamic)")
     p.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime vs PyTorch check run")
@@ -87,7 +89,8 @@ def run_export(args: argparse.Namespace) -> int:
     print(f"[export] loaded {model.cfg.name} (input {model.cfg.input_size[0]}x{model.cfg.input_size[1]}, "
           f"{model.cfg.num_classes} classes) in {time.perf_counter() - t:.1f} s")
     s = export_model(model, args.out, args.flavour, precision=args.precision, calib_dir=args.calib,
-                     calib_images=args.calib_images, progress=lambda m: print(f"[export] {m}"))
+                     calib_images=args.calib_images, calib_method=args.calib_method,
+                     progress=lambda m: print(f"[export] {m}"))
     if not args.no_check and args.precision != "fp32":
         # NOTE: reduced precision is not expected to match PyTorch's fp32 within the parity
         # tolerances; its loss is measured against the fp32 graph (docs/results.md, tests).

@@ -570,7 +570,7 @@ def write_model(onnx_model: onnx.ModelProto, out: str | Path, t0: float) -> Expo
 
 def export_model(model: MaskRCNN, out: str | Path, flavour: str = "ort", *, precision: str = "fp32",
                  calib_dir: str | Path | None = None, calib_images: int | None = None,
-                 calib_cache_dir: str | Path | None = None,
+                 calib_cache_dir: str | Path | None = None, calib_method: str | None = None,
                  progress: Callable[[str], None] | None = None) -> ExportSummary:
     """Exports an eval-mode MaskRCNN to ``out`` at ``precision`` (fp32 | fp16 | int8; int8 needs
     ``calib_dir``, see export/quantize.py). Raises ValueError for a bad flavour, precision or
@@ -582,10 +582,10 @@ def export_model(model: MaskRCNN, out: str | Path, flavour: str = "ort", *, prec
         raise ValueError("--precision int8 needs --calib DIR (calibration images), and only int8 takes it")
     if precision != "int8":
         return write_model(build_graph(model, flavour, precision, progress=progress), out, t0)
-    from .quantize import quantize_int8
+    from .quantize import METHOD, quantize_int8
 
     onnx_model = quantize_int8(model, flavour, calib_dir, calib_images=calib_images, cache_dir=calib_cache_dir,
-                               progress=progress)
+                               method=calib_method or METHOD, progress=progress)
     return write_model(onnx_model, out, t0)
 
 

@@ -155,9 +155,12 @@ def compare_batches(ref: dict[str, np.ndarray], out: dict[str, np.ndarray],
     return [compare_image(ref, out, i, input_size) for i in range(len(ref["num_detections"]))]
 
 
-def batch_equals_singles(run: Runner, images: np.ndarray, input_size: Sequence[int]) -> list[ImageParity]:
-    """The batch run vs one run per image, compared with the same rules."""
-    batched = run(images)
+def batch_equals_singles(run: Runner, images: np.ndarray, input_size: Sequence[int],
+                         batched: dict[str, np.ndarray] | None = None) -> list[ImageParity]:
+    """The batch run vs one run per image, compared with the same rules. ``batched``: the outputs
+    of ``run(images)`` when the caller has them already (not run again)."""
+    if batched is None:
+        batched = run(images)
     out = []
     for i in range(images.shape[0]):
         single = run(images[i : i + 1])

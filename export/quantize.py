@@ -57,7 +57,11 @@ HEAD_OUTPUTS = ("front/rpn_logits", "front/rpn_deltas", "box_head/class_logits",
 _SHAPE_OPS = frozenset({"Reshape", "Transpose", "Flatten", "Concat", "Squeeze", "Unsqueeze", "Cast", "Identity",
                         "Slice", "Split"})
 CACHE_VERSION = 1
-METHOD = "minmax"
+METHODS = ("minmax", "percentile", "entropy")  # onnxruntime.quantization's CalibrationMethod
+# NOTE: percentile, not minmax: on the default checkpoint (synthetic val, 64 calibration images)
+# minmax ranges cost 2.0 mask AP points, percentile 99.999 none (docs/results.md).
+METHOD = "percentile"
+PERCENTILE = 99.999
 
 
 def calibration_cache_dir() -> Path:
@@ -125,19 +129,30 @@ def _drop_output_qdq(model: onnx.ModelProto, tensors: set[str]) -> int:
                 n.input[i] = rename[x]
     del g.node[:]
     g.node.extend(keep)
+    used = {x for n in g.node for x in n.input}
+    unused = [t for t in g.initializer if t.name not in used]  # the dropped pairs' scales and zero points
+    for t in unused:
+        g.initializer.remove(t)
     return sum(n.op_type == "QuantizeLinear" for n in drop)
 
 
-def calibrate_ranges(model: onnx.ModelProto, reader: OrtCalibrationReader) -> dict[str, tuple[float, float]]:
+def calibrate_ranges(model: onnx.ModelProto, reader: OrtCalibrationReader,
+                     method: str = METHOD) -> dict[str, tuple[float, float]]:
     """{tensor name: (min, max)} of the inputs and outputs of every Conv/Gemm/MatMul of ``model``
-    over the reader's batches: onnxruntime.quantization's MinMax calibrator (ONNX Runtime, CPU)."""
+    over the reader's batches: onnxruntime.quantization's calibrator (ONNX Runtime, CPU) with
+    ``method`` "minmax", "percentile" (99.999 %, symmetric) or "entropy"."""
+    if method not in METHODS:
+        raise ValueError(f"calibration method must be one of {METHODS}, got {method!r}")
     from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
 
     with tempfile.TemporaryDirectory(prefix="maskrt-calib-") as tmp:
         path = Path(tmp) / "model.onnx"
         onnx.save_model(model, str(path))
+        how = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+               "entropy": CalibrationMethod.Entropy}[method]
+        extra = {"percentile": PERCENTILE, "symmetric": True} if method == "percentile" else {}
         calibrator = create_calibrator(path, list(CALIB_OPS), augmented_model_path=str(Path(tmp) / "augmented.onnx"),
-                                       calibrate_method=CalibrationMethod.MinMax)
+                                       calibrate_method=how, extra_options=extra)
         # NOTE: one collect_data call per batch: each computes that batch's ranges and merges them
         # into the running ones, then drops the activations (the augmented graph outputs every
         # Conv activation: GBs per image at 800x1344). onnxruntime's own max_intermediate_outputs
@@ -181,7 +196,7 @@ def quantize_graph(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]
             "QuantizeBias": False,  # biases stay float32 (TensorRT folds them; no int32 bias DQ)
             "ForceQuantizeNoInputCheck": False,
         })
-    quantizer.quantize_model()
+    quantizer.quantize_model()  # ranges -> symmetric scales, per-channel weights: onnxruntime's math
     quantizer.model.topological_sort()  # the Q/DQ nodes are appended; ONNX wants producers first
     out = quantizer.model.model
     # NOTE: the layers that make the RPN logits/deltas, class logits, box deltas and mask logits
@@ -204,7 +219,7 @@ class Calibration:
 
 
 def load_or_calibrate(reference: onnx.ModelProto, source: CalibrationImages,
-                      cache_dir: str | os.PathLike | None = None, *,
+                      cache_dir: str | os.PathLike | None = None, *, method: str = METHOD,
                       progress: Callable[[str], None] | None = None) -> Calibration:
     """The activation ranges of ``reference`` (an fp32 graph ONNX Runtime runs) over ``source``:
     from the calibration cache when its key (graph sha256, image-set hash, settings) is there,
@@ -212,7 +227,7 @@ def load_or_calibrate(reference: onnx.ModelProto, source: CalibrationImages,
     say = progress or (lambda s: None)
     model_sha = hashlib.sha256(reference.SerializeToString()).hexdigest()
     images_sha = source.sha256()
-    settings = {"version": CACHE_VERSION, "method": METHOD, "ops": list(CALIB_OPS), "model_sha256": model_sha,
+    settings = {"version": CACHE_VERSION, "method": method, "ops": list(CALIB_OPS), "model_sha256": model_sha,
                 "images_sha256": images_sha}
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
     cache = Path(cache_dir) if cache_dir is not None else calibration_cache_dir()
@@ -231,7 +246,7 @@ def load_or_calibrate(reference: onnx.ModelProto, source: CalibrationImages,
     t = time.perf_counter()
     n = min(len(source.files), source.max_batches)
     reader = OrtCalibrationReader(source, desc=f"calibrating on {n} image(s)")
-    ranges = calibrate_ranges(reference, reader)
+    ranges = calibrate_ranges(reference, reader, method)
     try:
         atomic_write_bytes(path, json.dumps({**settings, "images": reader.batches_read, "ranges": ranges}).encode())
     except OSError as e:
@@ -242,7 +257,7 @@ def load_or_calibrate(reference: onnx.ModelProto, source: CalibrationImages,
 
 
 def quantize_int8(model, flavour: str, calib_dir: str | os.PathLike, *, calib_images: int | None = None,
-                  cache_dir: str | os.PathLike | None = None,
+                  cache_dir: str | os.PathLike | None = None, method: str = METHOD,
                   progress: Callable[[str], None] | None = None) -> onnx.ModelProto:
     """The int8 Q/DQ graph of an eval-mode MaskRCNN for ``flavour``, calibrated on the images of
     ``calib_dir`` (at most ``calib_images``, default 64) or taken from the calibration cache."""
@@ -252,7 +267,7 @@ def quantize_int8(model, flavour: str, calib_dir: str | os.PathLike, *, calib_im
                                max_batches=calib_images or DEFAULT_CALIB_IMAGES)
     reference = build_graph(model, "ort", "fp32", progress=progress)
     target = reference if flavour == "ort" else build_graph(model, flavour, "fp32", progress=progress)
-    cal = load_or_calibrate(reference, source, cache_dir, progress=progress)
+    cal = load_or_calibrate(reference, source, cache_dir, method=method, progress=progress)
     ranges, images_sha, model_sha, key, n_images = cal.ranges, cal.images_sha256, cal.model_sha256, cal.key, cal.images
     t = time.perf_counter()
     out = quantize_graph(target, ranges)
@@ -260,7 +275,7 @@ def quantize_int8(model, flavour: str, calib_dir: str | os.PathLike, *, calib_im
     import onnxruntime
 
     meta[META_PRECISION] = "int8"
-    meta[META_CALIBRATION] = json.dumps({"sha256": images_sha, "images": n_images, "method": METHOD,
+    meta[META_CALIBRATION] = json.dumps({"sha256": images_sha, "images": n_images, "method": method,
                                          "model_sha256": model_sha, "cache_key": key,
                                          "library": f"onnxruntime.quantization {onnxruntime.__version__}"},
                                         sort_keys=True)

@@ -20,7 +20,7 @@ import importlib
 import sys
 from collections import namedtuple
 
-__all__ = ["COMMANDS", "Command", "RenamedOptionError", "build_parser", "main", "renamed_option", "run_parser"]
+__all__ = ["COMMANDS", "Command", "build_parser", "main", "renamed_option", "run_parser"]
 
 
 class Command(namedtuple("Command", "name help target extra", defaults=(None,))):
@@ -65,22 +65,16 @@ GROUPS = {"data": "data sets"}  # help of the groups that hold commands named "<
 
 
 # ====================================================================== renamed options
-class RenamedOptionError(ValueError):
-    """An option spelled the old way; the message names the new spelling."""
-
-    def __init__(self, prog: str, message: str) -> None:
-        super().__init__(message)
-        self.prog = prog
-
-
 def renamed_option(parser: argparse.ArgumentParser, old: str, new: str) -> None:
-    """Adds ``old`` to ``parser`` as a hidden option whose use fails with one line naming ``new``
-    (e.g. ``renamed_option(p, "--out", "--out-dir DIR")``). It also keeps ``old`` from being read
-    as an abbreviation of a longer option (argparse's prefix matching)."""
+    """Adds ``old`` to ``parser`` as a hidden option whose use prints one line naming ``new``
+    (``<prog>: error: --out was renamed: use --out-dir DIR``) and exits 2, argparse's status for
+    usage errors, in any parser (the ``maskrt`` commands and the benchmark scripts alike); e.g.
+    ``renamed_option(p, "--out", "--out-dir DIR")``. It also keeps ``old`` from being read as an
+    abbreviation of a longer option (argparse's prefix matching)."""
 
     class _Renamed(argparse.Action):
         def __call__(self, parser, namespace, values, option_string=None):
-            raise RenamedOptionError(parser.prog, f"{old} was renamed: use {new}")
+            parser.exit(2, f"{parser.prog}: error: {old} was renamed: use {new}\n")
 
     parser.add_argument(old, nargs="?", action=_Renamed, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
@@ -174,13 +168,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_parser(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
     """Parses ``argv`` and runs the chosen command's ``func``: errors are one line on stderr and
-    exit 1 (``--debug``: the traceback), a renamed option one line and exit 2 (argparse's usage
-    errors' status), Ctrl-C exits 130. Shared by every ``maskrt`` entry point."""
-    try:
-        args, unknown = parser.parse_known_args(argv)
-    except RenamedOptionError as e:
-        print(f"{e.prog}: error: {e}", file=sys.stderr)
-        return 2
+    exit 1 (``--debug``: the traceback), Ctrl-C exits 130; usage errors are argparse's
+    (``SystemExit(2)``; a renamed option: one line). Shared by every ``maskrt`` entry point."""
+    args, unknown = parser.parse_known_args(argv)
     if unknown and not getattr(args, "_any_arguments", False):
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")  # what parse_args does
     try:

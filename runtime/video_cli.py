@@ -20,6 +20,7 @@ import argparse
 import logging
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -65,12 +66,19 @@ def _add_model_arguments(p: argparse.ArgumentParser) -> None:
                    help="mask probability above which a pixel is in the mask (overlay and RLE; default 0.5)")
 
 
-def _open_predictor(args: argparse.Namespace):
-    """Predictor.open with the options that apply to the model's backend."""
+def _open_predictor(args: argparse.Namespace, on_event: Callable[[str], None] | None = None):
+    """Predictor.open with the options that apply to the model's backend; ``on_event`` gets a
+    remote (Triton) backend's loss / reconnect messages (the console, like a camera's)."""
     from maskrt.runtime.predictor import CHECKPOINT_SUFFIXES, ONNX_SUFFIXES, Predictor
 
-    suffix = Path(args.model).suffix.lower()
     kwargs: dict[str, Any] = {}
+    if "://" in str(args.model):
+        from maskrt.runtime.backends.triton import is_triton_url
+
+        if is_triton_url(str(args.model)) and on_event is not None:
+            kwargs["on_event"] = on_event
+        return Predictor.open(args.model, **kwargs)
+    suffix = Path(args.model).suffix.lower()
     if suffix in ONNX_SUFFIXES:
         kwargs["providers"] = [p.strip() for p in args.providers.split(",") if p.strip()]
         if args.threads:
@@ -303,7 +311,7 @@ def run_video(args: argparse.Namespace) -> int:
     logger, handler, propagate = _route_logging(console)
     try:
         source.open()  # a wrong camera index / URL / file fails here, before the model loads
-        with _open_predictor(args) as predictor:
+        with _open_predictor(args, console.message) as predictor:
             pipe = VideoPipeline(source, predictor, sinks, batch=args.batch, queue_size=args.queue_size,
                                  max_frames=args.max_frames, min_score=args.min_score, overlay_alpha=args.alpha,
                                  draw_boxes=not args.no_boxes,
@@ -349,14 +357,17 @@ def _run_streams(args: argparse.Namespace, specs: list[str], track, console: _Co
         MultiStreamPipeline,
         PipelineError,
         VideoFileSink,
-        WindowSink,
         open_source,
     )
 
     n = len(specs)
+    if args.show:
+        # NOTE: each stream's sinks run in that stream's own thread; HighGUI windows driven from
+        # several threads at once are not safe (GTK/Qt), so refuse rather than crash.
+        raise ValueError("--show takes one source; with several, write --save / --out-dir per stream instead")
     sinks: list[list] = []
     outputs: list[list[str]] = []
-    for i, spec in enumerate(specs):
+    for i in range(n):
         group, wrote = [], []
         if args.jsonl:
             group.append(JsonlSink(per_stream_path(args.jsonl, i, n)))
@@ -368,12 +379,10 @@ def _run_streams(args: argparse.Namespace, specs: list[str], track, console: _Co
             folder = str(Path(args.out_dir) / f"stream_{i}")
             group.append(ImageFolderSink(folder))
             wrote.append(f"images {folder}")
-        if args.show:
-            group.append(WindowSink(f"maskrt [{i}]: {spec}"))
         sinks.append(group)
         outputs.append(wrote)
     if not any(sinks):
-        console.message("no output chosen (--jsonl, --save, --out-dir, --show): measuring only")
+        console.message("no output chosen (--jsonl, --save, --out-dir): measuring only")
     sources = [open_source(spec, realtime=args.realtime, on_event=console.message,
                            max_attempts=args.reconnect_attempts, max_reconnect_s=args.reconnect_timeout)
                for spec in specs]
@@ -385,7 +394,7 @@ def _run_streams(args: argparse.Namespace, specs: list[str], track, console: _Co
     try:
         for src in sources:
             src.open()  # every source is checked before the model loads
-        with _open_predictor(args) as predictor:
+        with _open_predictor(args, console.message) as predictor:
             trackers = None if track is None else [_new_tracker(track) for _ in specs]
             pipe = MultiStreamPipeline(sources, predictor, sinks, batch=args.batch, queue_size=args.queue_size,
                                        max_frames=args.max_frames, trackers=trackers, min_score=args.min_score,
@@ -454,7 +463,7 @@ def run_infer(args: argparse.Namespace) -> int:
     try:
         source.open()  # lists the images (and raises for a folder without any) before the model loads
         stems = output_stems([p.name for p in source.paths])
-        with _open_predictor(args) as predictor:
+        with _open_predictor(args, console.message) as predictor:
             from tqdm import tqdm
 
             bar = tqdm(total=len(source.paths), unit="img", desc=prog, file=sys.stderr,

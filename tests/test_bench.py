@@ -134,3 +134,20 @@ def test_cli_error_in_a_real_process():
                        text=True, timeout=120)
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == ["maskrt bench: error: --threads must be an integer, got 'two'"]
+
+
+def test_every_committed_result_has_one_reproducing_run():
+    """benchmarks/results/ holds exactly what `python -m maskrt.benchmarks.reproduce` writes, each
+    entry from one run, and each run's command names its result."""
+    from pathlib import Path
+
+    from maskrt.benchmarks.reproduce import PRODUCES, RESULTS, RUNS
+
+    assert set(PRODUCES) == set(RUNS)
+    made = [r for rs in PRODUCES.values() for r in rs]
+    assert len(made) == len(set(made))
+    committed = {p.name for p in Path(RESULTS).iterdir() if not p.name.startswith(".")}
+    assert committed == set(made)
+    for name, (_, cmds, _) in RUNS.items():
+        text = " ".join(" ".join(c) for c in cmds)
+        assert all(r in text or str(RESULTS) in text for r in PRODUCES[name]), name

@@ -429,10 +429,10 @@ def test_build_argument_errors(tmp_path, monkeypatch, capsys):
     assert not Path(out).exists()
     with pytest.raises(ValueError, match="min <= opt <= max"):
         be.run_build(_build_args("--onnx", str(onnx_path), "--out", out, "--batch-range", "4", "2", "8"))
-    from maskrt.runtime.cli import RenamedOptionError
-
-    with pytest.raises(RenamedOptionError, match=r"^--batch was renamed: use --batch-range MIN OPT MAX"):
-        _build_args("--onnx", str(onnx_path), "--out", out, "--batch", "1", "2", "4")  # the old name
+    with pytest.raises(SystemExit):  # the old name: one line naming the new one
+        _build_args("--onnx", str(onnx_path), "--out", out, "--batch", "1", "2", "4")
+    assert capsys.readouterr().err.splitlines() == [
+        "maskrt build: error: --batch was renamed: use --batch-range MIN OPT MAX (--batch N is frames per inference)"]
     with pytest.raises(ValueError, match="TensorRT-RTX targets"):
         be.run_build(_build_args("--onnx", str(onnx_path), "--out", out, "--compute-capability", "9.0"))
     with pytest.raises(ValueError, match="for --runtime rtx"):
@@ -626,25 +626,25 @@ def test_calibration_hash_follows_the_images(tmp_path):
 # ============================================================================ TensorRT (skips without it)
 @pytest.fixture
 def trt_gpu():
-    trt = pytest.importorskip("tensorrt", reason="TensorRT not installed")
+    from maskrt.runtime.trt_lib import installed_runtime
+
+    lib = installed_runtime("tensorrt")
+    if lib is None:
+        pytest.skip("TensorRT 10/11 not installed")
     env = em.current_environment()
     if env.compute_capability is None:
         pytest.skip("no CUDA GPU found (cuda-python / nvidia-smi)")
-    return trt
+    return lib.trt
 
 
 @pytest.mark.trt
-@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_trt_build_tiny_model(trt_gpu, tmp_path, precision):
+    """TensorRT 10 and 11 alike: strongly typed, the precision is the graph's."""
     trt = trt_gpu
-    if int(trt.__version__.split(".")[0]) > 10 and precision == "fp16":
-        with pytest.raises(be.EngineBuildError, match="removed the fp16/int8 builder flags"):
-            be.build_engine(save(tiny_model(), tmp_path / "m.onnx"), tmp_path / "m.engine", precision=precision,
-                            cache_dir=tmp_path / "cache")
-        return
-    onnx_path = save(tiny_model(), tmp_path / "m.onnx")
+    onnx_path = save(tiny_model(precision=precision), tmp_path / "m.onnx")
     lines: list[str] = []
-    res = be.build_engine(onnx_path, tmp_path / "m.engine", precision=precision, batch=(1, 2, 4), workspace_mib=256,
+    res = be.build_engine(onnx_path, tmp_path / "m.engine", batch=(1, 2, 4), workspace_mib=256, runtime="tensorrt",
                           timing_cache=tmp_path / "timing.cache", cache_dir=tmp_path / "cache", progress=lines.append)
     assert not res.cached and res.engine_path.is_file() and (tmp_path / "timing.cache").is_file()
     meta = em.read_engine_meta(res.engine_path)
@@ -659,7 +659,7 @@ def test_trt_build_tiny_model(trt_gpu, tmp_path, precision):
     assert names == {"images", *be.OUTPUT_NAMES}
     assert tuple(engine.get_tensor_profile_shape("images", 0)[2]) == (4, *CFG.input_size, 3)
     # the same build again comes from the engine cache, byte for byte
-    again = be.build_engine(onnx_path, tmp_path / "m2.engine", precision=precision, batch=(1, 2, 4),
+    again = be.build_engine(onnx_path, tmp_path / "m2.engine", batch=(1, 2, 4), runtime="tensorrt",
                             workspace_mib=256, cache_dir=tmp_path / "cache")
     assert again.cached and (tmp_path / "m2.engine").read_bytes() == res.engine_path.read_bytes()
 
@@ -669,7 +669,7 @@ def test_trt_build_reports_a_missing_plugin_library(trt_gpu, tmp_path, monkeypat
     monkeypatch.setenv(be.ENV_PLUGINS, str(tmp_path / "nowhere" / be.PLUGIN_LIBRARY_NAME))
     onnx_path = save(tiny_model(plugins=VERSIONS), tmp_path / "m.onnx")
     with pytest.raises(be.PluginLibraryError, match="MASKRT_TRT_PLUGINS"):
-        be.build_engine(onnx_path, tmp_path / "m.engine", use_cache=False)
+        be.build_engine(onnx_path, tmp_path / "m.engine", runtime="tensorrt", use_cache=False)
 
 
 # ============================================================================ TensorRT-RTX: real builds on the CPU

@@ -156,6 +156,10 @@ def cuda_build() -> Path:
         f"-DTensorRT_ROOT={os.environ.get('TensorRT_ROOT', '')}",
     ]  # fmt: skip
     proc = _run(args, timeout=300)
+    if proc.returncode != 0 and (build / "CMakeCache.txt").is_file():
+        shutil.rmtree(build, ignore_errors=True)  # a kept folder from another compiler or CMake: start afresh
+        build.mkdir(parents=True)
+        proc = _run(args, timeout=300)
     if proc.returncode != 0:
         shutil.rmtree(build, ignore_errors=True)
         pytest.fail(f"CMake configure with MASKRT_CUDA=ON failed:\n{proc.stdout}")

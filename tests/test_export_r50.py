@@ -50,5 +50,5 @@ def test_r50_800x1344_parity_and_batching(r50, images, reference, tmp_path, flav
     assert reference["num_detections"].min() > 0
     for i, r in enumerate(compare_batches(reference, out, r50.cfg.input_size)):
         assert r.ok, f"image {i}: {r}"
-    for i, r in enumerate(batch_equals_singles(run, images, r50.cfg.input_size)):
+    for i, r in enumerate(batch_equals_singles(run, images, r50.cfg.input_size, batched=out)):
         assert r.ok, f"batch vs single, image {i}: {r}"

@@ -189,24 +189,24 @@ def test_interrupted_and_resumed_run_gives_the_same_losses(reference_run, data_d
     cfg, ref_out, _ = reference_run
     out = tmp_path / "run"
 
-    def crash_at_8(it, losses):
-        if it == 8:
+    def crash_at_5(it, losses):
+        if it == 5:
             raise Interrupt
 
     with pytest.raises(Interrupt):
         train(cfg.replace(checkpoint_every=3), out, data=data_dir, model_config=MODEL, progress=False,
-              callback=crash_at_8)
-    assert read_checkpoint(out / CHECKPOINT_LAST)["iteration"] == 6
-    assert [r["iter"] for r in read_metrics(out / METRICS_FILE)] == list(range(1, 9))
+              callback=crash_at_5)
+    assert read_checkpoint(out / CHECKPOINT_LAST)["iteration"] == 3
+    assert [r["iter"] for r in read_metrics(out / METRICS_FILE)] == list(range(1, 6))
 
-    # Resume from iteration 6 with run-control changes only: a shorter run and a worker process
+    # Resume from iteration 3 with run-control changes only: a shorter run and a worker process
     # for the data (augmentation draws must not depend on where the sample is loaded).
-    result = train(cfg.replace(checkpoint_every=3, max_iters=10, num_workers=1), out, data=data_dir,
+    result = train(cfg.replace(checkpoint_every=3, max_iters=7, num_workers=1), out, data=data_dir,
                    model_config=MODEL, resume=True, progress=False)
-    assert result.iteration == 10
+    assert result.iteration == 7
     resumed = read_metrics(out / METRICS_FILE)
-    reference = read_metrics(ref_out / METRICS_FILE)[:10]
-    assert [r["iter"] for r in resumed] == list(range(1, 11))  # lines 7, 8 of the crashed run replaced
+    reference = read_metrics(ref_out / METRICS_FILE)[:7]
+    assert [r["iter"] for r in resumed] == list(range(1, 8))  # lines 4, 5 of the crashed run replaced
     for a, b in zip(reference, resumed, strict=True):
         for k in (*LOSS_NAMES, "total", "lr"):
             assert b[k] == pytest.approx(a[k], abs=1e-6), (a["iter"], k)
@@ -222,6 +222,19 @@ def test_resume_refuses_a_different_config(reference_run, data_dir):
     with pytest.raises(ValueError, match="already holds a training run"):
         train(cfg, out, data=data_dir, model_config=MODEL, progress=False)
     assert _sha(out / CHECKPOINT_LAST) == before
+
+
+def test_resume_accepts_a_renamed_config(reference_run, data_dir, tmp_path):
+    # A preset renamed after the run started (only ModelConfig.name differs) still resumes; the
+    # checkpoint keeps its name. The run is complete, so nothing is trained.
+    cfg, ref_out, _ = reference_run
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / CHECKPOINT_LAST).write_bytes((ref_out / CHECKPOINT_LAST).read_bytes())
+    result = train(cfg, out, data=data_dir, model_config=MODEL.replace(name="renamed_preset"), resume=True,
+                   progress=False)
+    assert result.iteration == 30
+    assert read_checkpoint(out / CHECKPOINT_LAST)["config"].name == MODEL.name
 
 
 def test_two_process_ddp_under_torchrun(data_dir, tmp_path):

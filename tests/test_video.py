@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from maskrt.runtime.backends.base import Backend
+from maskrt.runtime.backends.base import Backend, BackendError
 from maskrt.runtime.config import preset
 from maskrt.runtime.detections import Detections
 from maskrt.runtime.predictor import Predictor
@@ -350,6 +350,37 @@ def test_file_stop_from_another_thread_finishes_what_was_read(tmp_path):
     assert stats.frames_out == stats.frames_in and stats.drops == 0
     assert sink.indices == list(range(stats.frames_out))
     assert [r["frame"] for r in read_jsonl(tmp_path / "s.jsonl")] == sink.indices
+
+
+class OutageBackend(FakeBackend):
+    """A remote backend whose server went down after ``ok`` batches: ``_infer`` then waits in its
+    reconnect back-off until ``interrupt()`` (TritonBackend's contract) and fails like it does."""
+
+    def __init__(self, ok: int) -> None:
+        super().__init__()
+        self.ok, self.waiting = ok, threading.Event()
+        self._interrupted = threading.Event()
+
+    def interrupt(self) -> None:
+        self._interrupted.set()
+
+    def _infer(self, images: np.ndarray):
+        if self.calls >= self.ok:
+            self.waiting.set()
+            if not self._interrupted.wait(60.0):  # hang guard only
+                raise AssertionError("the pipeline never interrupted the backend's reconnect wait")
+            raise BackendError("server unavailable: interrupted")
+        return super()._infer(images)
+
+
+def test_stop_interrupts_a_remote_backends_reconnect_wait():
+    backend = OutageBackend(ok=3)
+    pipe = VideoPipeline(MemorySource(fps=100.0, live=True), Predictor(backend).__enter__(), [RecordingSink()])
+    threading.Thread(target=lambda: backend.waiting.wait(30.0) and pipe.stop(), daemon=True).start()
+    with pytest.raises(Exception, match="interrupted") as info:
+        pipe.run()
+    assert backend._interrupted.is_set()
+    assert "infer stage" in str(info.value)
 
 
 def test_ctrl_c_in_the_main_thread_stops_cleanly(tmp_path):

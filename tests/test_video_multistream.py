@@ -217,6 +217,8 @@ def test_video_command_with_two_sources_and_a_sources_file(onnx_model, tmp_path,
     rc = main(["video", "--model", str(onnx_model), "--source", str(paths[0]), "--track-min-hits", "0"])
     err = capsys.readouterr().err
     assert rc == 1 and "min_hits must be an integer >= 1" in err and "Traceback" not in err
+    rc = main(["video", "--model", str(onnx_model), "--source", str(paths[0]), "--source", str(paths[1]), "--show"])
+    assert rc == 1 and "--show takes one source" in capsys.readouterr().err
 
 
 def test_console_rewrites_a_status_block_in_place():

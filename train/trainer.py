@@ -593,6 +593,10 @@ def _prepare(d: _Dist, cfg: TrainConfig | None, out: Path, data, train_ann, trai
         ann, img = data_paths(data, train_ann, train_images)
         ds = load_dataset(ann, img, cfg)
         mcfg = _model_config(model_config, ds) if model_config is not None else saved_model
+        # NOTE: `name` is a label, not a hyper-parameter: a preset renamed since the run started
+        # (mnv3-small -> mnv3-lite) resumes, and the checkpoint keeps the name it was trained under.
+        if mcfg.name != saved_model.name and mcfg.replace(name=saved_model.name) == saved_model:
+            mcfg = saved_model
         if mcfg != saved_model:
             a, b = saved_model.to_dict(), mcfg.to_dict()
             diff = [f"{k}: {a[k]!r} -> {b[k]!r}" for k in a if a[k] != b[k]]

@@ -377,6 +377,7 @@ class _Runner:
                 self._t_stop = time.perf_counter()
                 self._stop.set()
         self._interrupt_sources()
+        self._interrupt_backend()
 
     def _fail(self, stage: str, error: BaseException) -> None:
         with self._lock:
@@ -384,6 +385,15 @@ class _Runner:
                 self._error = (stage, error)
         self._abort.set()
         self._interrupt_sources()
+        self._interrupt_backend()
+
+    def _interrupt_backend(self) -> None:
+        """Ends a remote backend's reconnect wait now (``TritonBackend.interrupt``): a stop or a
+        failure elsewhere must not wait out the back-off of a server that is down. NOTE: only the
+        wait is cut short; a request in flight to a live server completes."""
+        interrupt = getattr(getattr(getattr(self, "predictor", None), "backend", None), "interrupt", None)
+        if callable(interrupt):
+            interrupt()
 
     def _stage(self, name: str, body: Callable[[], None]) -> None:
         try:

@@ -1,7 +1,7 @@
 """Precision benchmark: ONNX Runtime CPU latency, COCO AP and agreement of the fp32, fp16 and int8 graphs.
 
-    python -m maskrt.export.precision_bench --model default --data data/synth --calib DIR --out R.json
-    python -m maskrt.export.precision_bench --model r50 --calib DIR --out R.json
+    python -m maskrt.benchmarks.precision_bench --model default --data data/synth --calib DIR --out R.json
+    python -m maskrt.benchmarks.precision_bench --model r50 --calib DIR --out R.json
 
 Exports the ort-flavour graph at each precision (int8 calibrated on ``--calib``), then
 * latency: one ONNX Runtime CPU session per precision (``--threads`` intra-op threads, 1
@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-PRECISIONS = ("fp32", "fp16", "int8")
+from maskrt.runtime.cli import renamed_option
+from maskrt.runtime.model_meta import PRECISIONS
 
 
 def _session(path: Path, threads: int):
@@ -71,17 +72,20 @@ def agreement(ref: dict, out: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m maskrt.export.precision_bench", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m maskrt.benchmarks.precision_bench", description=__doc__.split("\n")[0])
     p.add_argument("--model", choices=("default", "r50"), default="default",
                    help="default: the embedded checkpoint (320x320); r50: R50-FPN 800x1344, random weights (seed 0)")
     p.add_argument("--calib", required=True, metavar="DIR", help="calibration images for int8")
     p.add_argument("--calib-images", type=int, default=64)
+    p.add_argument("--calib-method", default="percentile", choices=("percentile", "minmax", "entropy"))
+    p.add_argument("--reuse", action="store_true", help="reuse graphs already exported into --work-dir")
     p.add_argument("--data", default=None, help="COCO-format root for AP (annotations/instances_val.json + val/)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--images", type=int, default=4, help="generated images for the agreement")
-    p.add_argument("--work", default="out/precision_bench", help="folder for the exported graphs")
+    p.add_argument("--work-dir", default="out/precision_bench", metavar="DIR", help="folder for the exported graphs")
+    renamed_option(p, "--work", "--work-dir DIR")
     p.add_argument("--out", required=True, help="JSON results file")
     args = p.parse_args(argv)
 
@@ -95,14 +99,18 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     model = _load_model(None, "r50" if args.model == "r50" else None, None, seed=0)
     cfg = model.cfg
-    work = Path(args.work) / args.model
+    work = Path(args.work_dir) / args.model
     work.mkdir(parents=True, exist_ok=True)
     paths, export_s = {}, {}
     for prec in PRECISIONS:
         t = time.perf_counter()
-        kw = {"calib_dir": args.calib, "calib_images": args.calib_images} if prec == "int8" else {}
+        if args.reuse and (work / f"{args.model}_{prec}.onnx").is_file():
+            paths[prec], export_s[prec] = work / f"{args.model}_{prec}.onnx", None
+            continue
+        kw = ({"calib_dir": args.calib, "calib_images": args.calib_images, "calib_method": args.calib_method}
+              if prec == "int8" else {})
         paths[prec] = export_model(model, work / f"{args.model}_{prec}.onnx", "ort", precision=prec,
-                                   progress=lambda m: print(f"[{prec}] {m}", flush=True), **kw).path
+                                   progress=lambda m, p=prec: print(f"[{p}] {m}", flush=True), **kw).path
         export_s[prec] = time.perf_counter() - t
     del model
 
@@ -149,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
            "batch": 1, "onnxruntime": onnxruntime.__version__, "cpu": platform.processor() or platform.machine(),
            "note": "shared machine (other sessions and a training run on the same 2 cores)",
            "calibration": {"dir": str(args.calib), "images": args.calib_images, "library": "onnxruntime.quantization",
-                           "method": "minmax"},
+                           "method": args.calib_method},
            "export_seconds": export_s, "latency": latency, "agreement_with_fp32": agree, "coco": ap,
            "graph_bytes": {k: Path(v).stat().st_size for k, v in paths.items()}}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
