@@ -74,12 +74,14 @@ def machine_info(threads: int) -> dict[str, Any]:
     """CPU model (/proc/cpuinfo), logical cores, threads used, library versions (from package
     metadata: nothing is imported), GPUs and TensorRT where present, load average."""
     libs = {d: _version(d) for d in ("numpy", "opencv-python", "opencv-python-headless", "onnxruntime",
-                                     "onnxruntime-gpu", "onnx", "torch", "tensorrt", "tensorrt-rtx", "cuda-python", "maskrt")}
+                                     "onnxruntime-gpu", "onnx", "torch", "tensorrt", "tensorrt-rtx", "cuda-python",
+                                     "maskrt")}
     return {
         "cpu": _cpu_model(), "logical_cores": os.cpu_count(), "threads_used": int(threads),
         "platform": platform.platform(), "python": platform.python_version(),
         "libraries": {k: v for k, v in libs.items() if v is not None},
-        "gpus": _gpus(), "tensorrt": libs["tensorrt"], "tensorrt_rtx": libs["tensorrt-rtx"], "trtexec": shutil.which("trtexec"),
+        "gpus": _gpus(), "tensorrt": libs["tensorrt"], "tensorrt_rtx": libs["tensorrt-rtx"],
+        "trtexec": shutil.which("trtexec"),
         "load_average_start": load_average(),
         "shared_machine_note": "other jobs may share this machine; the load average (1, 5, 15 min) is recorded at "
                                "the start and end of the run",
