@@ -273,10 +273,11 @@ def test_export_refuses_int8_without_images_and_bad_precisions(default_model, tm
 def test_fp16_at_800x1344_matches_fp32(default_model, tmp_path):
     """The issue's check at 800x1344 (the default checkpoint, trained at 320x320, exported larger).
 
-    NOTE: measured: 66 of 67 detections matched one to one, median box difference 0.02-0.03 px,
-    all of image 0 within 0.5 px; on image 1 one detection (score 0.75) moves 3.0 px and two
-    low-scored ones (0.13, 0.08) swap with neighbours (IoU 0.6): near-ties that float16 features
-    decide differently. So "every box within 0.5 px" does not hold at this size; what holds is
+    NOTE: measured with the issue-3 default: 66 of 67 detections matched one to one, median box
+    difference 0.02-0.03 px, all of image 0 within 0.5 px; on image 1 one detection (score 0.75)
+    moves 3.0 px and two low-scored ones (0.13, 0.08) swap with neighbours (IoU 0.6): near-ties
+    that float16 features decide differently. With the issue-18 default, fp16 keeps one extra
+    detection (score 0.16) on image 0. So "every box within 0.5 px" does not hold at this size; what holds is
     asserted here (docs/results.md)."""
     import copy
 
@@ -291,12 +292,15 @@ def test_fp16_at_800x1344_matches_fp32(default_model, tmp_path):
     ref = onnx_runner(tmp_path / "fp32.onnx")(images)
     out = onnx_runner(tmp_path / "fp16.onnx")(images)
     assert ref["num_detections"].min() > 0
-    np.testing.assert_array_equal(out["num_detections"], ref["num_detections"])
+    # NOTE: the counts may differ by a near-tie that float16 decides the other way (with the issue-18
+    # default: one extra fp16 detection, score 0.16, on image 0 of 10): at most one, or 5 %, per image.
+    extra = np.abs(out["num_detections"].astype(int) - ref["num_detections"].astype(int))
+    assert (extra <= np.maximum(1, 0.05 * ref["num_detections"])).all(), (out["num_detections"], ref["num_detections"])
     assert agreement(ref, out)["matched_fraction"] >= 0.95
     diffs = []
     for i in range(len(images)):
-        n = int(ref["num_detections"][i])
-        j = _iou(ref["boxes"][i, :n], out["boxes"][i, :n]).argmax(1)
+        n, no = int(ref["num_detections"][i]), int(out["num_detections"][i])
+        j = _iou(ref["boxes"][i, :n], out["boxes"][i, :no]).argmax(1)
         diffs.append(np.abs(ref["boxes"][i, :n] - out["boxes"][i, j]).max(1))
     diffs = np.concatenate(diffs)
     assert np.median(diffs) <= 0.1 and (diffs <= 0.5).mean() >= 0.9, np.sort(diffs)[-5:]
