@@ -152,6 +152,22 @@ class _ConsoleHandler(logging.Handler):
             self.handleError(record)
 
 
+def _run_with_status(pipe, console: _Console):
+    """``pipe.run`` with the live status line; on a PipelineError the stats so far are printed
+    before it propagates."""
+    from maskrt.runtime.video import PipelineError
+
+    try:
+        stats = pipe.run(status=lambda s: console.status(s.status_line()), status_interval_s=0.5)
+    except PipelineError as e:
+        console.end_status()
+        if e.stats is not None:
+            print(e.stats.table(), flush=True)
+        raise
+    console.end_status()
+    return stats
+
+
 def _route_logging(console: _Console) -> tuple[logging.Logger, logging.Handler, bool]:
     logger = logging.getLogger("maskrt.video")
     handler = _ConsoleHandler(console)
@@ -275,7 +291,6 @@ def run_video(args: argparse.Namespace) -> int:
     from maskrt.runtime.video import (
         ImageFolderSink,
         JsonlSink,
-        PipelineError,
         VideoFileSink,
         VideoPipeline,
         WindowSink,
@@ -317,14 +332,7 @@ def run_video(args: argparse.Namespace) -> int:
                                  draw_boxes=not args.no_boxes,
                                  draw_labels=not args.no_boxes, mask_threshold=args.mask_threshold,
                                  tracker=None if track is None else _new_tracker(track))
-            try:
-                stats = pipe.run(status=lambda s: console.status(s.status_line()), status_interval_s=0.5)
-            except PipelineError as e:
-                console.end_status()
-                if e.stats is not None:
-                    print(e.stats.table(), flush=True)
-                raise
-            console.end_status()
+            stats = _run_with_status(pipe, console)
     finally:
         source.close()
         logger.removeHandler(handler)
@@ -355,7 +363,6 @@ def _run_streams(args: argparse.Namespace, specs: list[str], track, console: _Co
         ImageFolderSink,
         JsonlSink,
         MultiStreamPipeline,
-        PipelineError,
         VideoFileSink,
         open_source,
     )
@@ -401,14 +408,7 @@ def _run_streams(args: argparse.Namespace, specs: list[str], track, console: _Co
                                        overlay_alpha=args.alpha, draw_boxes=not args.no_boxes,
                                        draw_labels=not args.no_boxes, mask_threshold=args.mask_threshold,
                                        on_stream_end=on_end)
-            try:
-                stats = pipe.run(status=lambda s: console.status(s.status_line()), status_interval_s=0.5)
-            except PipelineError as e:
-                console.end_status()
-                if e.stats is not None:
-                    print(e.stats.table(), flush=True)
-                raise
-            console.end_status()
+            stats = _run_with_status(pipe, console)
     finally:
         for src in sources:
             src.close()
