@@ -179,6 +179,7 @@ def test_server_killed_mid_stream_pipeline_reconnects_and_accounts_for_every_fra
         cv2.imwrite(str(folder / f"{i:03d}.png"), f)  # lossless: the pipeline reads these very pixels
     want = predictor.predict(frames)
     server = TritonServer(repo, http_port=0, grpc_port=0, die_with_parent=False).start()  # restarted by a thread
+    groups = [server.pid]  # each incarnation leads its process group (its Python-backend stubs are in it)
     events: list[str] = []
     restarted = threading.Event()
     failures: list[BaseException] = []
@@ -188,6 +189,7 @@ def test_server_killed_mid_stream_pipeline_reconnects_and_accounts_for_every_fra
             server.kill()
             time.sleep(1.0)  # the client finds it gone and backs off
             server.restart()
+            groups.append(server.pid)
             restarted.set()
         except BaseException as e:
             failures.append(e)
@@ -231,6 +233,27 @@ def test_server_killed_mid_stream_pipeline_reconnects_and_accounts_for_every_fra
             assert st.frames_out == 0 and st.frames_in == st.frames_out + st.drops + st.discarded
     finally:
         server.stop()
+    for pgid in groups:  # nothing of a killed server is left running (its stubs used to be)
+        deadline = time.monotonic() + 15.0  # SIGKILLed members need a moment to die (hang guard only)
+        while _live_group_members(pgid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _live_group_members(pgid)
+
+
+def _live_group_members(pgid: int) -> list[int]:
+    """Pids of the processes of group ``pgid`` that are not zombies (/proc; a zombie waits for its
+    new parent to reap it, and is no longer running)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            pids.append(int(entry))
+    return pids
 
 
 def test_serve_cli_start_and_sigterm(onnx_model, predictor):

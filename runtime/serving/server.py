@@ -326,10 +326,19 @@ class TritonServer:
             return None
 
     def kill(self) -> None:
-        """SIGKILL, as a crash would (the workspace stays until :meth:`stop`)."""
+        """SIGKILL, as a crash would (the workspace stays until :meth:`stop`): the server and the
+        backend processes it started (its process group)."""
         if self.is_running():
-            self._proc.kill()
+            self._kill_group()
             self._proc.wait(10)
+
+    def _kill_group(self) -> None:
+        """SIGKILL to the server's process group (it leads its own session, ``start_new_session``).
+        NOTE: the Python backend's stubs are the server's children in its group and are not
+        reparented or stopped when the server dies by SIGKILL: killing only the server leaves them
+        running for ever (seen here), so the group is killed, and after any stop what is left of it."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, signal.SIGKILL)
 
     def stop(self, timeout_s: float = 30.0) -> int | None:
         """SIGTERM, wait up to ``timeout_s`` (Triton finishes in-flight requests), then SIGKILL;
@@ -343,10 +352,10 @@ class TritonServer:
                 try:
                     self._proc.wait(timeout_s)
                 except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        self._proc.kill()
+                    self._kill_group()
                     self._proc.wait(10)
             code = self._proc.returncode
+            self._kill_group()  # stubs left by a server that was killed or exited without them
         self._cleanup()
         return code
 
@@ -361,6 +370,8 @@ class TritonServer:
         """Starts again on the same ports (after :meth:`kill` or :meth:`stop`)."""
         if self.is_running():
             raise ServerError("tritonserver is still running; stop or kill it first")
+        if self._proc is not None:
+            self._kill_group()
         self._cleanup()
         ports = self._ports
         self._ports = {"http": self.http_port, "grpc": self.grpc_port, "metrics": self.metrics_port}
