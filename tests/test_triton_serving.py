@@ -220,10 +220,10 @@ def test_server_killed_mid_stream_pipeline_reconnects_and_accounts_for_every_fra
             # a server that stays down: the backend gives up within its time budget, with the reason
             server.kill()
             backend.max_reconnect_s, backend.backoff_initial_s = 1.0, 0.2
-            t0 = time.monotonic()
+            gave_up = backend.stats.gave_up
             with pytest.raises(ServerUnavailableError, match="gave up after"):
                 remote.infer(remote.prepare(frames[:1])[0])
-            assert time.monotonic() - t0 < 10
+            assert backend.stats.gave_up == gave_up + 1  # the budget ended the wait, counted once
             # ... and a pipeline on it ends with that error, at the infer stage, every frame accounted for
             with pytest.raises(PipelineError) as info:
                 VideoPipeline(ImageFolderSource(sorted(folder.glob("*.png"))[:3]), remote, [_Collect()]).run()
