@@ -237,6 +237,40 @@ def test_resume_accepts_a_renamed_config(reference_run, data_dir, tmp_path):
     assert read_checkpoint(out / CHECKPOINT_LAST)["config"].name == MODEL.name
 
 
+def test_fine_tune_starts_from_the_checkpoint_weights(reference_run, data_dir, tmp_path):
+    # --weights: a new run (iteration 0, fresh optimizer) whose model starts as the checkpoint's. With
+    # a learning rate too small to move anything, its final weights are the checkpoint's; a model
+    # initialised afresh would differ everywhere.
+    cfg, ref_out, _ = reference_run
+    src = ref_out / MODEL_FINAL
+    out = tmp_path / "ft"
+    result = train(cfg.replace(lr=1e-12, warmup_iters=0, max_iters=2, checkpoint_every=2), out, data=data_dir,
+                   weights=src, progress=False)
+    assert result.iteration == 2
+    init, tuned = read_checkpoint(src), read_checkpoint(out / MODEL_FINAL)
+    assert tuned["config"] == init["config"]  # the checkpoint's own config, no --config given
+    for k, v in init["model"].items():
+        torch.testing.assert_close(tuned["model"][k], v, atol=1e-6, rtol=0, msg=k)
+    # and its first losses are those of a trained model, not of iteration 1 of a fresh one
+    first_ft = read_metrics(out / METRICS_FILE)[0]["total"]
+    first_ref = read_metrics(ref_out / METRICS_FILE)[0]["total"]
+    assert first_ft < 0.8 * first_ref
+
+
+def test_fine_tune_refusals_leave_nothing(reference_run, data_dir, tmp_path):
+    cfg, ref_out, _ = reference_run
+    src = ref_out / MODEL_FINAL
+    out = tmp_path / "ft"
+    with pytest.raises(ValueError, match="give one of them"):
+        train(cfg, ref_out, data=data_dir, weights=src, resume=True, progress=False)
+    # a preset that is not the checkpoint's architecture (here: other sampling budgets)
+    with pytest.raises(ValueError, match=r"not the checkpoint's architecture: .*rpn_pre_nms_top_n_train"):
+        train(cfg, out, data=data_dir, weights=src, model_config="r18-small", progress=False)
+    with pytest.raises(ValueError, match="no such checkpoint"):
+        train(cfg, out, data=data_dir, weights=tmp_path / "missing.pt", progress=False)
+    assert not out.exists() or _no_outputs(out)
+
+
 def test_two_process_ddp_under_torchrun(data_dir, tmp_path):
     out = tmp_path / "ddp"
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}

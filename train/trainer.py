@@ -523,6 +523,7 @@ def train(
     train_images: str | os.PathLike | None = None,
     model_config: ModelConfig | str | None = None,
     resume: bool = False,
+    weights: str | os.PathLike | None = None,
     device: str = "auto",
     progress: bool = True,
     callback: Callable[[int, dict[str, float]], None] | None = None,
@@ -538,6 +539,11 @@ def train(
             taken from the data set); ``None`` = "r18-small", or on resume the checkpoint's.
         resume: continue from ``out_dir/checkpoint_last.pt``; the configuration must match the
             saved one except in ``RESUMABLE_CHANGES`` and the process count must be the same.
+        weights: fine-tune: start a new run (iteration 0, fresh optimizer and schedule) from the
+            weights of this checkpoint (``model_final.pt``, ``checkpoint_last.pt`` or the embedded
+            default). The model configuration is the checkpoint's (``model_config`` may name the
+            same architecture; any difference is refused) and the data set must have its classes.
+            Not with ``resume``, which continues the run's own weights.
         device: "auto", "cpu", "cuda" (under torchrun: each rank's ``LOCAL_RANK`` GPU).
         progress: show a tqdm bar (rank 0).
         callback: ``callback(iteration, losses)`` on every rank after each iteration (after
@@ -550,8 +556,8 @@ def train(
     d = _init_distributed(device)
     ok = False
     try:
-        result = _train(d, cfg, Path(out_dir), data, train_ann, train_images, model_config, resume, device,
-                        progress, callback)
+        result = _train(d, cfg, Path(out_dir), data, train_ann, train_images, model_config, resume, weights,
+                        device, progress, callback)
         ok = True
         return result
     finally:
@@ -563,11 +569,17 @@ def train(
             dist.destroy_process_group()
 
 
-def _prepare(d: _Dist, cfg: TrainConfig | None, out: Path, data, train_ann, train_images,
-             model_config, resume: bool) -> tuple[TrainConfig, ModelConfig, CocoInstances, dict[str, Any] | None]:
-    """Everything that can be checked before a model exists. Raises ValueError."""
+def _prepare(d: _Dist, cfg: TrainConfig | None, out: Path, data, train_ann, train_images, model_config,
+             resume: bool, weights) -> tuple[TrainConfig, ModelConfig, CocoInstances, dict[str, Any] | None,
+                                            dict[str, Tensor] | None]:
+    """Everything that can be checked before a model exists. Raises ValueError. Returns the
+    configurations, the data set, the resume payload (or None) and the fine-tune weights (or None)."""
     payload = None
+    init_state = None
     ckpt_path = out / CHECKPOINT_LAST
+    if resume and weights is not None:
+        raise ValueError("--weights starts a new run from a checkpoint's weights, --resume continues this run: "
+                         "give one of them")
     if resume:
         if not ckpt_path.is_file():
             raise ValueError(f"--resume: no checkpoint {ckpt_path} to resume from")
@@ -611,14 +623,25 @@ def _prepare(d: _Dist, cfg: TrainConfig | None, out: Path, data, train_ann, trai
                              f"per process)")
     else:
         cfg = cfg if cfg is not None else TrainConfig()
-        base = model_config if model_config is not None else "r18-small"
+        init = read_checkpoint(weights) if weights is not None else None
+        base = model_config if model_config is not None else (init["config"] if init is not None else "r18-small")
         base_cfg = preset(base) if isinstance(base, str) else base
         if not isinstance(base_cfg, ModelConfig):
             raise ValueError(f"model_config must be a preset name or a ModelConfig, got {type(base).__name__}")
+        if init is not None and model_config is not None:
+            # NOTE: a preset names an architecture; a checkpoint trained from it may have changed fields
+            # (anchor sizes, input size). Fine-tuning keeps the checkpoint's, so a preset must agree.
+            base_cfg = _same_architecture(init["config"], base_cfg, weights)
         cfg = cfg.resolved(base_cfg)
         ann, img = data_paths(data, train_ann, train_images)
         ds = load_dataset(ann, img, cfg)
         mcfg = _model_config(base_cfg, ds)
+        if init is not None:
+            saved = init["config"]
+            if (mcfg.num_classes, tuple(mcfg.class_names)) != (saved.num_classes, tuple(saved.class_names)):
+                raise ValueError(f"--weights {weights}: the checkpoint has classes {list(saved.class_names)[1:]}, "
+                                 f"the training set {list(mcfg.class_names)[1:]}; fine-tuning needs the same ones")
+            init_state = init["model"]
         existing = [n for n in (CHECKPOINT_LAST, MODEL_FINAL) if (out / n).exists()]
         if existing:
             raise ValueError(f"{out} already holds a training run ({', '.join(existing)}); pass --resume to "
@@ -627,7 +650,19 @@ def _prepare(d: _Dist, cfg: TrainConfig | None, out: Path, data, train_ann, trai
         _check_writable(out)
         if resume:
             _remove_stale_temporaries(out)
-    return cfg, mcfg, ds, payload
+    return cfg, mcfg, ds, payload, init_state
+
+
+def _same_architecture(saved: ModelConfig, requested: ModelConfig, source) -> ModelConfig:
+    """``saved`` when ``requested`` (a preset) describes the same network, apart from its name and
+    the data-set fields; ValueError listing the differences otherwise."""
+    ignore = {"name", "num_classes", "class_names", "extra"}
+    a, b = saved.to_dict(), requested.to_dict()
+    diff = [f"{k}: {a[k]!r} (checkpoint) vs {b[k]!r}" for k in a if k not in ignore and a[k] != b[k]]
+    if diff:
+        raise ValueError(f"--weights {source}: --config {requested.name} is not the checkpoint's architecture: "
+                         + "; ".join(diff) + " (leave --config out to use the checkpoint's)")
+    return saved
 
 
 def _remove_stale_temporaries(out: Path) -> None:
@@ -642,12 +677,13 @@ def _remove_stale_temporaries(out: Path) -> None:
             log.warning("removed %s, left by an interrupted write of the previous run", p)
 
 
-def _train(d: _Dist, cfg_in, out: Path, data, train_ann, train_images, model_config, resume: bool,
+def _train(d: _Dist, cfg_in, out: Path, data, train_ann, train_images, model_config, resume: bool, weights,
            device_name: str, progress: bool, callback) -> TrainResult:
     dev = _resolve_device(device_name, d)
     error: BaseException | None = None
     try:
-        cfg, mcfg, ds, payload = _prepare(d, cfg_in, out, data, train_ann, train_images, model_config, resume)
+        cfg, mcfg, ds, payload, init_state = _prepare(d, cfg_in, out, data, train_ann, train_images, model_config,
+                                                      resume, weights)
     except (ValueError, OSError) as e:
         error = e
     if not _all_agree(d, error is None, dev):
@@ -669,6 +705,9 @@ def _train(d: _Dist, cfg_in, out: Path, data, train_ann, train_images, model_con
     model = MaskRCNN(mcfg)
     if payload is not None:
         load_state_dict_strict(model, payload["model"], source=str(ckpt_path))
+    elif init_state is not None:
+        load_state_dict_strict(model, init_state, source=str(weights))
+        init_state = None
     model.to(dev).train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(_param_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum)
@@ -867,6 +906,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--out-dir", required=True, metavar="DIR", help="output folder (metrics, plots, checkpoints)")
     renamed_option(parser, "--out", "--out-dir DIR (train writes a folder)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint_last.pt")
+    parser.add_argument("--weights", default=None, metavar="CKPT",
+                        help="fine-tune: a new run starting from this checkpoint's weights and model config "
+                             "(e.g. maskrt/assets/default.pt); not with --resume")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     g = parser.add_argument_group("optimisation")
@@ -919,7 +961,7 @@ def run_train(args: argparse.Namespace) -> int:
     else:
         cfg = train_config_from_args(args)
     result = train(cfg, args.out_dir, data=args.data, train_ann=args.train_ann, train_images=args.train_images,
-                   model_config=args.config, resume=args.resume, device=args.device,
+                   model_config=args.config, resume=args.resume, weights=args.weights, device=args.device,
                    progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) == 0:
         last = result.last_metrics
