@@ -36,7 +36,7 @@ from maskrt.train.evaluate import (
     split_outputs,
     torch_infer,
 )
-from maskrt.train.model.checkpoint import save_checkpoint
+from maskrt.train.model.checkpoint import load_checkpoint, save_checkpoint
 from maskrt.train.model.mask_rcnn import MaskRCNN
 
 M = 28  # mask resolution of the contract rows built here
@@ -341,6 +341,24 @@ def test_run_eval(synth, tmp_path, capsys):
     report = json.loads(out.read_text())
     assert report["images"] == 2
     check_metrics(report["metrics"])
+
+    # --min-scores: precision/recall at IoU 0.5 per operating point, the same as precision_recall's
+    # on the evaluated images' own results (here: a random model's low-score detections)
+    args = parser.parse_args(["--checkpoint", str(ckpt), "--data", str(root), "--out", str(out), "--no-progress",
+                              "--min-scores", "0", "0.5"])
+    assert run_eval(args) == 0
+    assert "min score" in capsys.readouterr().out
+    points = json.loads(out.read_text())["operating_points"]
+    model, _ = load_checkpoint(ckpt)
+    results = predict_coco(ds, torch_infer(model), cfg.input_size, progress=False)
+    assert results and min(r["score"] for r in results) < 0.5
+    for point, s in zip(points, (0.0, 0.5), strict=True):
+        assert point["min_score"] == s
+        for iou_type in ("segm", "bbox"):
+            assert point[iou_type] == precision_recall(ds.coco, results, iou_type, iou=0.5, min_score=s)
+    assert points[0]["segm"]["detections"] == len(results) > points[1]["segm"]["detections"]
+    with pytest.raises(ValueError, match="--min-scores"):
+        run_eval(parser.parse_args(["--checkpoint", str(ckpt), "--data", str(root), "--min-scores", "1.5"]))
 
     bad = tmp_path / "bad.pt"
     save_checkpoint(bad, MaskRCNN(cfg.replace(num_classes=3, class_names=())))

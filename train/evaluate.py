@@ -159,6 +159,17 @@ def _clone_gt(coco_gt: COCO) -> COCO:
     return gt
 
 
+def _subset_gt(coco_gt: COCO, img_ids: set[int]) -> COCO:
+    """The ground truth of only ``img_ids`` (images and their annotations)."""
+    gt = COCO()
+    gt.dataset = {k: v for k, v in coco_gt.dataset.items() if k not in ("images", "annotations")}
+    gt.dataset["images"] = [im for im in coco_gt.dataset.get("images", []) if im["id"] in img_ids]
+    gt.dataset["annotations"] = [dict(a) for a in coco_gt.dataset.get("annotations", []) if a["image_id"] in img_ids]
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+    return gt
+
+
 def _to_rle(seg: Any, h: int, w: int, where: str) -> dict[str, Any]:
     """A result's segmentation as compressed RLE (polygons and uncompressed RLE converted)."""
     if isinstance(seg, list):
@@ -503,6 +514,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     parser.add_argument("--pad-to-input", action="store_true",
                         help="zero-pad images to the model input size, as the deployment graph sees them")
+    parser.add_argument("--min-scores", type=float, nargs="+", default=None, metavar="S",
+                        help="also print mask and box precision/recall at IoU 0.5 of the detections scoring >= "
+                             "each S (an operating point for a deployment's --min-score)")
     parser.add_argument("--verbose", action="store_true", help="print COCOeval's full summaries")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
@@ -551,17 +565,41 @@ def run_eval(args: argparse.Namespace) -> int:
         print(f"maskrt eval: warning: class names differ: model {list(cfg.class_names[1:])}, "
               f"data {list(dataset.class_names[1:])}", file=sys.stderr)
 
+    min_scores = list(args.min_scores or [])
+    if any(not 0.0 <= s <= 1.0 for s in min_scores):
+        raise ValueError(f"--min-scores must be in [0, 1], got {min_scores}")
+
     n_images = len(dataset) if args.limit is None else min(args.limit, len(dataset))
-    metrics = evaluate_model(model, dataset, batch_size=args.batch, progress=not args.no_progress,
-                             pad_to_input=args.pad_to_input, limit=args.limit, verbose=args.verbose)
+    model.eval()
+    results = predict_coco(dataset, torch_infer(model), cfg.input_size, batch_size=args.batch,
+                           pad_to_input=args.pad_to_input, limit=args.limit, progress=not args.no_progress)
+    img_ids = dataset.ids[:args.limit] if args.limit is not None else None
+    metrics = coco_evaluate(dataset.coco, results, verbose=args.verbose, img_ids=img_ids)
     print(f"model : {cfg.name} ({cfg.backbone}, {cfg.num_classes} classes incl. background) from {args.checkpoint}")
     print(f"data  : {ann_file} ({n_images} of {len(dataset)} images)")
     print(format_metrics(metrics))
+    operating_points = []
+    if min_scores:
+        # NOTE: COCO results keep detections down to the model's own score threshold, so a point
+        # below it equals the point at it. With --limit, images past the limit count as unseen.
+        gt = dataset.coco
+        if img_ids is not None:
+            keep = set(img_ids)
+            gt = _subset_gt(gt, keep)
+        print("      at IoU 0.5   min score  mask P  mask R  box P   box R   detections / objects")
+        for s in min_scores:
+            m = precision_recall(gt, results, "segm", iou=0.5, min_score=s)
+            b = precision_recall(gt, results, "bbox", iou=0.5, min_score=s)
+            operating_points.append({"min_score": s, "segm": m, "bbox": b})
+            print(f"      {'':12} {s:9.2f}  {m['precision']:6.3f}  {m['recall']:6.3f}  {b['precision']:6.3f}  "
+                  f"{b['recall']:6.3f}  {m['detections']} / {m['ground_truth']}")
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         report = {"checkpoint": str(args.checkpoint), "config": cfg.name, "ann_file": str(ann_file),
                   "image_dir": str(image_dir), "images": n_images, "metrics": metrics}
+        if operating_points:
+            report["operating_points"] = operating_points
         out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         print(f"wrote {out}")
     return 0
